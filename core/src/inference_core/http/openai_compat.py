@@ -1,0 +1,312 @@
+"""Helpers for backends whose server speaks the OpenAI HTTP API (vLLM, llama.cpp, textgen, ...).
+
+A plugin for such a server is a handful of lines: each hook calls the helper of the same name
+with its own paths and headers.  The helpers map every failure onto the error taxonomy, resend
+once a request that died on a stale pooled connection, and keep each response's raw bytes so
+the gateway can relay them without serialising again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+from pydantic import ValidationError
+
+from ..errors import BackendError, BackendUnavailable
+from ..models import (
+    BackendConfig,
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    CompletionRequest,
+    CompletionResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    Health,
+    ModelInfo,
+    WireModel,
+)
+from .errors import error_for_event, error_for_exception, error_for_response
+from .streams import iter_sse_data
+
+__all__ = [
+    "auth_headers",
+    "chat",
+    "complete",
+    "embed",
+    "list_models",
+    "probe_health",
+    "request_body",
+    "send",
+]
+
+W = TypeVar("W", bound=WireModel)
+
+_STALE_MARKERS = ("without sending a response", "Server disconnected")
+
+
+def auth_headers(config: BackendConfig) -> dict[str, str]:
+    """``Authorization: Bearer <key>`` when the backend has an API key, else nothing."""
+    key = config.secret()
+    return {"authorization": f"Bearer {key}"} if key else {}
+
+
+def request_body(request: WireModel, config: BackendConfig) -> dict[str, Any]:
+    """The JSON body for the backend: the request's fields (extras included), model mapped."""
+    body = request.model_dump(exclude_none=True)
+    body["model"] = config.model_for(body.get("model"))
+    return body
+
+
+def url_for(config: BackendConfig, path: str) -> str:
+    """``config.base_url`` joined with ``path`` (a missing base URL is a config mistake)."""
+    if not config.base_url:
+        raise BackendUnavailable("no base URL is configured", backend=config.name)
+    return config.base_url + path
+
+
+async def send(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    backend: str,
+    body: Any = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float | httpx.Timeout | None = None,
+    stream: bool = False,
+) -> httpx.Response:
+    """Send one request; return a 2xx response or raise the mapped taxonomy error.
+
+    A request that fails on a reused keep-alive connection before any byte came back (the
+    server had closed it; llama.cpp does so after every stream) is resent once at once: nothing
+    was processed, so this is not a retry and does not count against the backend.  With
+    ``stream=True`` the caller owns the returned response and must ``aclose()`` it.
+    """
+    content = orjson.dumps(body) if body is not None else None
+    hdrs = {"content-type": "application/json", **(headers or {})} if content else headers
+    extensions = {}
+    if timeout is not None:
+        t = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
+        extensions["timeout"] = t.as_dict()
+    request = http.build_request(method, url, content=content, headers=hdrs)
+    if extensions:
+        request.extensions.update(extensions)
+    for attempt in (1, 2):
+        try:
+            response = await http.send(request, stream=True)
+            break
+        except httpx.RemoteProtocolError as exc:
+            if attempt == 1 and any(m in str(exc) for m in _STALE_MARKERS):
+                continue
+            raise error_for_exception(exc, backend=backend) from None
+        except (httpx.HTTPError, OSError) as exc:
+            raise error_for_exception(exc, backend=backend) from None
+    if response.status_code >= 300:
+        try:
+            raw = await response.aread()
+        except (httpx.HTTPError, OSError):
+            raw = b""
+        finally:
+            await response.aclose()
+        raise error_for_response(response.status_code, raw, response.headers, backend=backend)
+    if not stream:
+        try:
+            await response.aread()
+        except (httpx.HTTPError, OSError) as exc:
+            raise error_for_exception(exc, backend=backend) from None
+        finally:
+            await response.aclose()
+    return response
+
+
+def parse(model: type[W], raw: bytes, *, backend: str) -> W:
+    """Validate a backend's JSON answer; garbage becomes ``BackendUnavailable`` (fall back)."""
+    try:
+        return model.from_raw(raw)
+    except (ValidationError, ValueError):
+        snippet = raw[:80].decode("utf-8", "replace")
+        raise BackendUnavailable(
+            f"malformed {model.__name__} from the backend: {snippet!r}", backend=backend
+        ) from None
+
+
+async def relay_sse(response: httpx.Response, model: type[W], *, backend: str) -> AsyncIterator[W]:
+    """Yield each SSE payload of ``response`` as ``model`` (raw bytes kept) until ``[DONE]``.
+
+    An in-band ``{"error": ...}`` event raises the mapped error; a stream that ends without
+    ``[DONE]`` raises ``BackendUnavailable`` (a truncated stream is never passed off as done).
+    The response is closed however the iteration ends.
+    """
+    try:
+        async for data in iter_sse_data(response.aiter_raw()):
+            if data == b"[DONE]":
+                return
+            if data.startswith(b'{"error"') or (
+                b'"error"' in data[:40] and b'"choices"' not in data
+            ):
+                try:
+                    payload = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    payload = None
+                if isinstance(payload, dict) and "error" in payload:
+                    raise error_for_event(payload["error"], backend=backend)
+            yield parse(model, data, backend=backend)
+        raise BackendUnavailable("the stream ended before [DONE]", backend=backend)
+    except (httpx.HTTPError, OSError) as exc:
+        raise error_for_exception(exc, backend=backend) from None
+    finally:
+        await response.aclose()
+
+
+async def _post(
+    http: httpx.AsyncClient,
+    config: BackendConfig,
+    path: str,
+    body: dict[str, Any],
+    headers: Mapping[str, str] | None,
+    stream: bool,
+) -> httpx.Response:
+    return await send(
+        http,
+        "POST",
+        url_for(config, path),
+        backend=config.name,
+        body=body,
+        headers={**auth_headers(config), **(headers or {})},
+        stream=stream,
+    )
+
+
+async def chat(
+    http: httpx.AsyncClient,
+    config: BackendConfig,
+    request: ChatRequest,
+    *,
+    path: str = "/v1/chat/completions",
+    headers: Mapping[str, str] | None = None,
+    body: dict[str, Any] | None = None,
+) -> ChatResponse | AsyncIterator[ChatChunk]:
+    """POST a chat completion; a :class:`ChatResponse`, or a chunk iterator when streaming.
+
+    ``body`` replaces :func:`request_body`'s default (for a plugin that must adjust fields).
+    For a stream, this returns once the backend has answered with a 2xx status, so a refusal
+    is raised here, where the router can still fall back.
+    """
+    payload = body if body is not None else request_body(request, config)
+    response = await _post(http, config, path, payload, headers, request.stream)
+    if request.stream:
+        return relay_sse(response, ChatChunk, backend=config.name)
+    return parse(ChatResponse, response.content, backend=config.name)
+
+
+async def complete(
+    http: httpx.AsyncClient,
+    config: BackendConfig,
+    request: CompletionRequest,
+    *,
+    path: str = "/v1/completions",
+    headers: Mapping[str, str] | None = None,
+    body: dict[str, Any] | None = None,
+) -> CompletionResponse | AsyncIterator[CompletionResponse]:
+    """POST a legacy completion; same contract as :func:`chat`."""
+    payload = body if body is not None else request_body(request, config)
+    response = await _post(http, config, path, payload, headers, request.stream)
+    if request.stream:
+        return relay_sse(response, CompletionResponse, backend=config.name)
+    return parse(CompletionResponse, response.content, backend=config.name)
+
+
+async def embed(
+    http: httpx.AsyncClient,
+    config: BackendConfig,
+    request: EmbeddingRequest,
+    *,
+    path: str = "/v1/embeddings",
+    headers: Mapping[str, str] | None = None,
+    body: dict[str, Any] | None = None,
+) -> EmbeddingResponse:
+    """POST an embeddings request; the response keeps the backend's order and encoding."""
+    payload = body if body is not None else request_body(request, config)
+    response = await _post(http, config, path, payload, headers, False)
+    result = parse(EmbeddingResponse, response.content, backend=config.name)
+    if len(result.data) != len(request.inputs):
+        raise BackendUnavailable(
+            f"the backend returned {len(result.data)} embeddings for {len(request.inputs)} inputs",
+            backend=config.name,
+        )
+    return result
+
+
+async def list_models(
+    http: httpx.AsyncClient,
+    config: BackendConfig,
+    *,
+    path: str = "/v1/models",
+    headers: Mapping[str, str] | None = None,
+) -> list[ModelInfo]:
+    """GET the backend's model list (``{"data": [...]}``), each tagged with the backend name."""
+    response = await send(
+        http,
+        "GET",
+        url_for(config, path),
+        backend=config.name,
+        headers={**auth_headers(config), **(headers or {})},
+    )
+    try:
+        items = orjson.loads(response.content).get("data") or []
+        return [
+            ModelInfo.model_validate({**item, "backend": config.name})
+            for item in items
+            if isinstance(item, dict)
+        ]
+    except (orjson.JSONDecodeError, AttributeError, ValidationError):
+        raise BackendUnavailable(
+            "malformed model list from the backend", backend=config.name
+        ) from None
+
+
+async def probe_health(
+    http: httpx.AsyncClient,
+    config: BackendConfig,
+    *,
+    path: str = "/health",
+    headers: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    classify: Callable[[httpx.Response], Health | None] | None = None,
+) -> Health:
+    """GET a readiness endpoint and turn the answer into a :class:`Health`. Never raises.
+
+    2xx is ``ready``; anything else is ``down`` unless ``classify`` (called on every response)
+    returns a verdict first, e.g. llama.cpp's 503 ``Loading model`` as ``loading``.
+    """
+    import time
+
+    started = time.perf_counter()
+    try:
+        url = url_for(config, path)
+        request = http.build_request(
+            "GET", url, headers={**auth_headers(config), **(headers or {})}
+        )
+        if timeout is not None:
+            request.extensions["timeout"] = httpx.Timeout(timeout).as_dict()
+        response = await http.send(request)
+    except BackendError as exc:
+        return Health(state="down", detail=exc.message)
+    except (httpx.HTTPError, OSError) as exc:
+        return Health(state="down", detail=error_for_exception(exc, backend=config.name).message)
+    latency = round((time.perf_counter() - started) * 1000, 2)
+    verdict = classify(response) if classify else None
+    if verdict is not None:
+        if verdict.latency_ms is None:
+            verdict.latency_ms = latency
+        return verdict
+    if response.is_success:
+        return Health(state="ready", latency_ms=latency)
+    error = error_for_response(
+        response.status_code, response.content, response.headers, backend=config.name
+    )
+    return Health(state="down", detail=error.message, latency_ms=latency)

@@ -1,0 +1,309 @@
+"""Request and response types in the OpenAI wire format.
+
+Requests keep unknown fields (``extra="allow"``) so that backend-specific parameters such as
+``top_k``, ``min_p`` or ``structured_outputs`` pass through to the OpenAI-compatible backends
+that accept them; ``model_dump(exclude_none=True)`` gives the body to send.
+
+Responses also keep unknown fields (vLLM adds ``token_ids``, llama.cpp ``timings``...).  A
+response that came from an OpenAI-compatible backend may carry the exact bytes it was parsed
+from (``raw``), so the gateway can relay them without serialising again.  Whoever changes a
+field of such a response must call :meth:`WireModel.drop_raw` (or build a new object).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
+
+__all__ = [
+    "BackendConfig",
+    "ChatChoice",
+    "ChatChunk",
+    "ChatMessage",
+    "ChatRequest",
+    "ChatResponse",
+    "ChunkChoice",
+    "ChunkDelta",
+    "CompletionChoice",
+    "CompletionRequest",
+    "CompletionResponse",
+    "Embedding",
+    "EmbeddingRequest",
+    "EmbeddingResponse",
+    "Health",
+    "HealthState",
+    "ModelInfo",
+    "Usage",
+]
+
+HealthState = Literal["ready", "loading", "down"]
+
+
+class WireModel(BaseModel):
+    """Base of the wire types: unknown fields kept, optional raw bytes for relaying."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    _raw: bytes | None = PrivateAttr(default=None)
+
+    @classmethod
+    def from_raw(cls, raw: bytes) -> Any:
+        """Parse and validate ``raw`` JSON, remembering the bytes for a verbatim relay."""
+        obj = cls.model_validate_json(raw)
+        obj._raw = raw
+        return obj
+
+    @property
+    def raw(self) -> bytes | None:
+        """The exact JSON bytes this object was parsed from, or None."""
+        return self._raw
+
+    def drop_raw(self) -> None:
+        """Forget the raw bytes (call after changing a field, so the change is not lost)."""
+        self._raw = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The OpenAI wire dict: what ``json.dumps`` should send (no ``None`` extras dropped)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+# ---------------------------------------------------------------------------------- requests
+
+
+class ChatMessage(WireModel):
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+class ChatRequest(WireModel):
+    """``POST /v1/chat/completions``. ``model`` is an alias that each backend maps to its own."""
+
+    model: str = "default"
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    max_tokens: int | None = Field(default=None, ge=0)
+    max_completion_tokens: int | None = Field(default=None, ge=0)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    n: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    user: str | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        """True when a streaming client asked for the final usage chunk."""
+        return bool(self.stream_options and self.stream_options.get("include_usage"))
+
+    @property
+    def token_limit(self) -> int | None:
+        """``max_completion_tokens`` or, failing that, ``max_tokens``."""
+        return (
+            self.max_completion_tokens
+            if self.max_completion_tokens is not None
+            else self.max_tokens
+        )
+
+
+class CompletionRequest(WireModel):
+    """``POST /v1/completions`` (legacy text completion)."""
+
+    model: str = "default"
+    prompt: str | list[str] | list[int] | list[list[int]]
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    max_tokens: int | None = Field(default=None, ge=0)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    n: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    echo: bool | None = None
+    logprobs: int | None = None
+    user: str | None = None
+
+
+class EmbeddingRequest(WireModel):
+    """``POST /v1/embeddings``: a string, a list of strings, or token arrays."""
+
+    model: str = "default"
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None
+
+    @property
+    def inputs(self) -> list[Any]:
+        """The input as a list (a single string or token array becomes a one-item list)."""
+        inp = self.input
+        if isinstance(inp, str):
+            return [inp]
+        if inp and isinstance(inp[0], int):
+            return [inp]
+        return list(inp)
+
+
+# --------------------------------------------------------------------------------- responses
+
+
+class Usage(WireModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ChatChoice(WireModel):
+    index: int = 0
+    message: ChatMessage
+    finish_reason: str | None = None
+    logprobs: dict[str, Any] | None = None
+
+
+class ChatResponse(WireModel):
+    id: str
+    object: str = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage | None = None
+    system_fingerprint: str | None = None
+
+
+class ChunkDelta(WireModel):
+    role: str | None = None
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class ChunkChoice(WireModel):
+    index: int = 0
+    delta: ChunkDelta = Field(default_factory=ChunkDelta)
+    finish_reason: str | None = None
+    logprobs: dict[str, Any] | None = None
+
+
+class ChatChunk(WireModel):
+    """One ``chat.completion.chunk``. The usage chunk has ``choices == []`` and ``usage`` set."""
+
+    id: str
+    object: str = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice] = Field(default_factory=list)
+    usage: Usage | None = None
+    system_fingerprint: str | None = None
+
+
+class CompletionChoice(WireModel):
+    index: int = 0
+    text: str = ""
+    finish_reason: str | None = None
+    logprobs: dict[str, Any] | None = None
+
+
+class CompletionResponse(WireModel):
+    """A ``text_completion`` object; a stream yields these too (one per chunk)."""
+
+    id: str
+    object: str = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice] = Field(default_factory=list)
+    usage: Usage | None = None
+
+
+class Embedding(WireModel):
+    object: str = "embedding"
+    index: int
+    embedding: list[float] | str  # str when encoding_format == "base64"
+
+
+class EmbeddingResponse(WireModel):
+    object: str = "list"
+    data: list[Embedding]
+    model: str
+    usage: Usage | None = None
+
+
+class ModelInfo(WireModel):
+    id: str
+    object: str = "model"
+    created: int = 0
+    owned_by: str = "inference-core"
+    backend: str | None = None
+
+
+class Health(WireModel):
+    """What a ``health`` hook reports. ``loading`` means: up, but not ready to serve yet."""
+
+    state: HealthState
+    detail: str | None = None
+    latency_ms: float | None = None
+    models: list[str] = Field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------ configuration
+
+
+class BackendConfig(BaseModel):
+    """One backend's resolved settings, as passed to every hook as ``config``.
+
+    ``base_urls`` holds one URL per replica; a hook always talks to ``base_url`` (the router
+    hands each call a config whose first URL is the replica it picked).  ``options`` holds
+    every other ``INFERENCE_<NAME>_<KEY>`` variable, keyed by lower-case ``<key>``; those whose
+    key ends in ``key``, ``token`` or ``secret`` are ``SecretStr``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    base_urls: tuple[str, ...] = ()
+    model: str | None = None
+    api_key: SecretStr | None = None
+    timeout: float = 60.0
+    connect_timeout: float = 5.0
+    aliases: dict[str, str] = Field(default_factory=dict)
+    options: dict[str, str | SecretStr] = Field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str | None:
+        """The URL this call should use (the first replica), without a trailing slash."""
+        return self.base_urls[0].rstrip("/") if self.base_urls else None
+
+    def model_for(self, requested: str | None) -> str:
+        """Map a request's model alias onto this backend's own model name.
+
+        Order: an explicit alias entry, then the backend's configured model (so a fallback never
+        receives another backend's model name), then the requested name itself.
+        """
+        if requested and requested in self.aliases:
+            return self.aliases[requested]
+        if self.model:
+            return self.model
+        return requested or "default"
+
+    def option(self, key: str, default: str | None = None) -> str | None:
+        """A plugin-declared option as plain text (secrets revealed: do not log the result)."""
+        value = self.options.get(key.lower())
+        if value is None:
+            return default
+        return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+    def secret(self) -> str | None:
+        """The API key in clear text, for an ``Authorization`` header only."""
+        return self.api_key.get_secret_value() if self.api_key else None
+
+    def for_replica(self, url: str) -> BackendConfig:
+        """A copy of this config whose ``base_url`` is ``url``."""
+        return self.model_copy(update={"base_urls": (url,)})
