@@ -36,7 +36,8 @@ CONVERT_VERSION = "gemma3-270m-bf16 v1"
 
 def _chat_template() -> str:
     spec = importlib.util.spec_from_file_location("_ic_provision", PROVISION)
-    assert spec and spec.loader, PROVISION
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {PROVISION}")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod.GEMMA3_CHAT_TEMPLATE
