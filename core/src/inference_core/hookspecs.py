@@ -48,7 +48,7 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 #: The hooks every backend is expected to know about, in documentation order.
-HOOK_NAMES = ("chat", "complete", "embed", "health", "list_models")
+HOOK_NAMES = ("chat", "complete", "embed", "health", "list_models", "startup", "shutdown")
 
 
 @hookspec(firstresult=True)
@@ -102,3 +102,22 @@ async def health(config: BackendConfig, http: httpx.AsyncClient) -> Health:
 @hookspec(firstresult=True)
 async def list_models(config: BackendConfig, http: httpx.AsyncClient) -> list[ModelInfo]:
     """List the models this backend can serve right now (ids as the backend names them)."""
+
+
+@hookspec(firstresult=True)
+async def startup(config: BackendConfig, http: httpx.AsyncClient) -> BackendConfig | None:
+    """Prepare the backend when the router starts; optional.
+
+    For backends that core runs itself (llama.cpp's embedded local default starts a managed
+    ``llama-server`` here).  Return a replacement :class:`BackendConfig` (for example with
+    ``base_urls`` pointing at the server just started) or ``None`` to keep ``config``.  Raising
+    marks the backend as failed to start; the router reports it and goes on with the others.
+    """
+
+
+@hookspec(firstresult=True)
+async def shutdown(config: BackendConfig) -> None:
+    """Release what :func:`startup` acquired (stop a managed child process); optional.
+
+    Called once when the router closes, after in-flight requests drained.  Never raise.
+    """
