@@ -1,0 +1,3 @@
+"""pytest11 plugin of inference-core: inert unless a test uses what it offers."""
+
+from __future__ import annotations
