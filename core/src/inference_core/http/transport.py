@@ -1,0 +1,293 @@
+"""A lean HTTP/1.1 keep-alive transport for ``httpx`` on plain-HTTP backends.
+
+Why: on the gateway's hot path ``httpcore`` costs about 0.5 ms of CPU per request on this kind of
+machine, more than the whole budget we give the gateway. This transport speaks HTTP/1.1 over an
+``asyncio.Protocol`` with llhttp (``httptools``, the parser uvicorn uses) and a keep-alive pool, and
+plugs in under the ordinary ``httpx.AsyncClient`` (mounted for ``http://`` only; TLS, proxies and
+HTTP/2 stay with ``httpcore``).  Everything above it (requests, responses, timeouts, streaming) is
+plain ``httpx``.
+
+Contract, matching ``httpcore`` where callers depend on it:
+
+* connect failures raise ``httpx.ConnectError`` / ``httpx.ConnectTimeout``; a read that waits longer
+  than the ``read`` timeout raises ``httpx.ReadTimeout``;
+* a reused keep-alive connection that the server closed before answering raises
+  ``httpx.RemoteProtocolError("Server disconnected without sending a response.")``, so that
+  :func:`inference_core.http.openai_compat.send` resends the request once on a fresh connection;
+* a response body cut short raises ``httpx.RemoteProtocolError`` from the stream;
+* a connection goes back to the pool only after its response was read to the end and the server
+  allows keep-alive; a response closed early closes its connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+
+import httptools
+import httpx
+
+_DISCONNECTED = "Server disconnected without sending a response."
+_HIGH_WATER = 1 << 20
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP connection; parses one response at a time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.idle_since = 0.0
+        self.reused = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.chunks: deque[bytes] = deque()
+        self.buffered = 0
+        self.headers_done = False
+        self.complete = False
+        self.keep_alive = False
+        self.got_bytes = False
+        self.error: Exception | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.paused = False
+        self.until_eof = False
+
+    # -- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:  # pragma: no cover - we never ask for upgrades
+            self._fail(httpx.RemoteProtocolError("unexpected protocol upgrade"))
+        except httptools.HttpParserError as exc:
+            self._fail(httpx.RemoteProtocolError(f"malformed HTTP response: {exc}"))
+        if self.buffered > _HIGH_WATER and not self.paused and self.transport:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.complete:
+            return
+        if self.headers_done and self.until_eof:
+            self.on_message_complete()
+        elif not self.got_bytes:
+            self._fail(httpx.RemoteProtocolError(_DISCONNECTED))
+        else:
+            self._fail(
+                httpx.RemoteProtocolError("peer closed connection before the response ended")
+            )
+
+    # -- llhttp callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        names = {name.lower() for name, _ in self.headers}
+        self.until_eof = b"content-length" not in names and b"transfer-encoding" not in names
+        self.headers_done = True
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+        self.buffered += len(body)
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        # llhttp answers should_keep_alive() correctly only inside this callback
+        self.keep_alive = not self.until_eof and self.parser.should_keep_alive()
+        self.complete = True
+        self._wake()
+
+    # -- helpers
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, exc: Exception) -> None:
+        self.error = exc
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+        self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    async def wait(self, timeout: float | None) -> None:
+        """Wait for the parser to make progress, up to ``timeout`` seconds."""
+        if self.error is not None:
+            raise self.error
+        if self.closed and not self.complete:
+            raise httpx.RemoteProtocolError(_DISCONNECTED if not self.got_bytes else "closed")
+        waiter = self.waiter = self.loop.create_future()
+        timer = None
+        if timeout is not None:
+            timer = self.loop.call_later(timeout, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            self.waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    def take(self) -> bytes:
+        data = b"".join(self.chunks) if len(self.chunks) > 1 else self.chunks[0]
+        self.chunks.clear()
+        self.buffered = 0
+        if self.paused and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+        return data
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(httpx.ReadTimeout("timed out waiting for the backend"))
+
+
+class _Body(httpx.AsyncByteStream):
+    """The response body, streamed off the connection; returns it to the pool when done."""
+
+    def __init__(self, transport: FastHTTPTransport, key: tuple, conn: _Connection, read_timeout):
+        self._transport = transport
+        self._key = key
+        self._conn = conn
+        self._timeout = read_timeout
+        self._done = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        conn = self._conn
+        try:
+            while True:
+                if conn.chunks:
+                    yield conn.take()
+                    continue
+                if conn.complete:
+                    break
+                await conn.wait(self._timeout)
+        except asyncio.CancelledError:
+            conn.close()
+            raise
+        self._done = True
+
+    async def aclose(self) -> None:
+        conn = self._conn
+        if self._done and conn.keep_alive and not conn.closed:
+            self._transport._release(self._key, conn)
+        else:
+            conn.close()
+
+
+class FastHTTPTransport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 keep-alive transport for ``http://`` URLs (see the module docstring)."""
+
+    def __init__(self, *, max_keepalive: int = 200, keepalive_expiry: float = 4.0) -> None:
+        self._idle: dict[tuple, deque[_Connection]] = {}
+        self._max_keepalive = max_keepalive
+        self._expiry = keepalive_expiry
+        self._closed = False
+
+    def _release(self, key: tuple, conn: _Connection) -> None:
+        idle = self._idle.setdefault(key, deque())
+        if self._closed or len(idle) >= self._max_keepalive:
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        idle.append(conn)
+
+    def _pooled(self, key: tuple) -> _Connection | None:
+        idle = self._idle.get(key)
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            transport = conn.transport
+            if conn.closed or transport is None or transport.is_closing():
+                continue
+            if now - conn.idle_since > self._expiry:
+                conn.close()
+                continue
+            conn._reset()
+            conn.reused = True
+            return conn
+        return None
+
+    async def _connect(self, host: str, port: int, timeout: float | None) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                _, conn = await loop.create_connection(lambda: _Connection(loop), host, port)
+        except TimeoutError:
+            raise httpx.ConnectTimeout(f"timed out connecting to {host}:{port}") from None
+        except OSError as exc:
+            raise httpx.ConnectError(f"{exc.strerror or exc} ({host}:{port})") from None
+        return conn
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        host = url.host
+        port = url.port or 80
+        key = (host, port)
+        timeouts = request.extensions.get("timeout", {})
+        read_timeout = timeouts.get("read")
+
+        try:
+            body = request.content
+        except httpx.RequestNotRead:
+            body = await request.aread()
+        target = url.raw_path
+        head = [request.method.encode(), b" ", target, b" HTTP/1.1\r\n"]
+        has_host = False
+        has_length = False
+        for name, value in request.headers.raw:
+            lname = name.lower()
+            if lname == b"host":
+                has_host = True
+            elif lname == b"content-length":
+                has_length = True
+            elif lname == b"transfer-encoding":
+                continue
+            head += (name, b": ", value, b"\r\n")
+        if not has_host:
+            head += (b"host: ", url.netloc, b"\r\n")
+        if not has_length and (body or request.method in ("POST", "PUT", "PATCH")):
+            head += (b"content-length: ", str(len(body)).encode(), b"\r\n")
+        head.append(b"\r\n")
+        payload = b"".join(head) + body
+
+        conn = self._pooled(key) or await self._connect(host, port, timeouts.get("connect"))
+        assert conn.transport is not None
+        conn.transport.write(payload)
+        try:
+            while not conn.headers_done:
+                await conn.wait(read_timeout)
+        except BaseException:
+            conn.close()
+            raise
+        return httpx.Response(
+            conn.status,
+            headers=conn.headers,
+            stream=_Body(self, key, conn, read_timeout),
+            extensions={"http_version": b"HTTP/1.1"},
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for idle in self._idle.values():
+            while idle:
+                idle.pop().close()

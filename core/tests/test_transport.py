@@ -1,0 +1,188 @@
+"""FastHTTPTransport against real loopback servers that misbehave in the ways backends do."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+
+from inference_core.errors import BackendTimeout, BackendUnavailable
+from inference_core.http import create_client, send
+from inference_core.http.transport import FastHTTPTransport
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def server(handler: Handler) -> AsyncIterator[tuple[str, dict[str, int]]]:
+    """A raw TCP server; ``handler(reader, writer, connection_number)``; yields (url, stats)."""
+    stats = {"connections": 0, "requests": 0}
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stats["connections"] += 1
+        with contextlib.suppress(Exception):
+            await handler(reader, writer, stats["connections"])
+        with contextlib.suppress(Exception):
+            writer.close()
+
+    srv = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", stats
+    finally:
+        srv.close()
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return await reader.readexactly(length) if length else b""
+
+
+def response(body: bytes, *, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+async def test_keepalive_reuses_one_connection_and_echoes_bodies() -> None:
+    async def handler(reader, writer, _n):
+        while True:
+            body = await read_request(reader)
+            writer.write(response(b"echo:" + body))
+
+    async with server(handler) as (url, stats), create_client() as client:
+        for i in range(5):
+            r = await client.post(url + "/x", content=b"%d" % i)
+            assert r.status_code == 200
+            assert r.content == b"echo:%d" % i
+        assert stats["connections"] == 1
+
+
+async def test_chunked_and_until_eof_bodies_are_read_whole() -> None:
+    async def handler(reader, writer, n):
+        await read_request(reader)
+        if n == 1:
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for part in (b"data: 1\n\n", b"data: 2\n\n"):
+                writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+                await writer.drain()
+                await asyncio.sleep(0.01)
+            writer.write(b"0\r\n\r\n")
+            await read_request(reader)  # keep-alive: the second request comes here
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil-eof")
+        await writer.drain()
+        writer.close()
+
+    async with server(handler) as (url, stats), create_client() as client:
+        async with client.stream("POST", url, content=b"{}") as r:
+            parts = [chunk async for chunk in r.aiter_raw()]
+        assert b"".join(parts) == b"data: 1\n\ndata: 2\n\n"
+        r2 = await client.get(url)
+        assert r2.content == b"until-eof"
+        assert stats["connections"] == 1
+
+
+async def test_stale_pooled_connection_is_resent_once_on_a_fresh_one() -> None:
+    """llama.cpp closes after each stream while advertising keep-alive: resend, not an error."""
+    served = []
+
+    async def handler(reader, writer, n):
+        await read_request(reader)
+        served.append(n)
+        writer.write(response(b"ok", extra=b"Keep-Alive: timeout=5, max=100\r\n"))
+        await writer.drain()
+        # read the next request, then close without answering: a stale pooled connection
+        with contextlib.suppress(asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+        writer.transport.abort()
+
+    async with server(handler) as (url, stats), create_client() as client:
+        first = await send(client, "POST", url, backend="b", body={"a": 1})
+        assert first.content == b"ok"
+        second = await send(client, "POST", url, backend="b", body={"a": 2})
+        assert second.content == b"ok"
+        assert stats["connections"] == 2
+        assert served == [1, 2]
+
+
+async def test_connect_refused_and_read_timeout_map_onto_the_taxonomy() -> None:
+    async def silent(reader, writer, _n):
+        await read_request(reader)
+        await asyncio.sleep(5)
+
+    async with create_client(read_timeout=0.2) as client:
+        with pytest.raises(BackendUnavailable, match="cannot connect"):
+            await send(client, "GET", "http://127.0.0.1:9/", backend="b")
+        async with server(silent) as (url, _):
+            with pytest.raises(BackendTimeout):
+                await send(client, "POST", url, backend="b", body={})
+
+
+async def test_truncated_body_raises_instead_of_ending_quietly() -> None:
+    async def handler(reader, writer, _n):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-part")
+        await writer.drain()
+        writer.transport.abort()
+
+    async def drain(client: httpx.AsyncClient, url: str) -> None:
+        async with client.stream("POST", url, content=b"{}") as r:
+            async for _ in r.aiter_raw():
+                pass
+
+    async with server(handler) as (url, _), create_client() as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await drain(client, url)
+
+
+async def test_early_close_and_cancellation_do_not_return_a_busy_connection() -> None:
+    async def handler(reader, writer, _n):
+        while True:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.3)
+            writer.write(b"0\r\n\r\n")
+
+    transport = FastHTTPTransport()
+    async with server(handler) as (url, stats), httpx.AsyncClient(transport=transport) as client:
+        async with client.stream("GET", url) as r:
+            async for chunk in r.aiter_raw():
+                assert chunk == b"first"
+                break  # closed early: the connection must not go back to the pool
+        assert not any(transport._idle.values())
+
+        async def read_all() -> None:
+            async with client.stream("GET", url) as r:
+                async for _ in r.aiter_raw():
+                    pass
+
+        task = asyncio.create_task(read_all())
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not any(transport._idle.values())
+        assert stats["connections"] == 2
+
+
+async def test_large_body_with_flow_control() -> None:
+    big = bytes(range(256)) * 16384  # 4 MiB
+
+    async def handler(reader, writer, _n):
+        await read_request(reader)
+        writer.write(response(big))
+        await writer.drain()
+
+    async with server(handler) as (url, _), create_client() as client:
+        async with client.stream("GET", url) as r:
+            got = bytearray()
+            async for chunk in r.aiter_raw():
+                got += chunk
+                await asyncio.sleep(0)  # a slow reader
+        assert bytes(got) == big
