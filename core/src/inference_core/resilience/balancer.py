@@ -1,0 +1,143 @@
+"""Replica balancing: least outstanding requests, ties round-robin, sick replicas ejected.
+
+A backend configured with several base URLs (``INFERENCE_<NAME>_BASE_URL=a,b``) has one
+:class:`Replica` per URL, each with its own breaker, health state and cached
+``config.for_replica(url)``.  :meth:`ReplicaSet.pick` prefers replicas whose breaker lets a
+request through and whose last probe did not say ``down``; when every replica is ejected it
+still picks one (least outstanding), so a request is never refused here.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .breaker import BreakerState, CircuitBreaker
+from .policy import RouterPolicy
+
+if TYPE_CHECKING:
+    from ..models import BackendConfig
+
+__all__ = ["Replica", "ReplicaSet", "strip_credentials"]
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:api[_-]?key|key|token|secret|access_token)=)[^&\s]+")
+
+
+def strip_credentials(text: str) -> str:
+    """``text`` with ``user:password@`` removed from URLs and secret query values masked."""
+    if "@" in text:
+        text = _CREDENTIALS.sub(r"\g<scheme>", text)
+    if "=" in text:
+        text = _SECRET_QUERY.sub(r"\1****", text)
+    return text
+
+
+class Replica:
+    """One URL of a backend."""
+
+    __slots__ = ("breaker", "config", "detail", "display_url", "outstanding", "state", "url")
+
+    def __init__(self, url: str, config: BackendConfig, breaker: CircuitBreaker) -> None:
+        self.url = url
+        self.display_url = strip_credentials(url)
+        self.config = config
+        self.breaker = breaker
+        self.outstanding = 0
+        self.state: str = "unknown"  # the last active probe: ready / loading / down / unknown
+        self.detail: str | None = None
+
+    @property
+    def eligible(self) -> bool:
+        return self.state != "down" and self.breaker.available()
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "url": self.display_url,
+            "state": self.state,
+            "outstanding": self.outstanding,
+            "breaker": self.breaker.state,
+        }
+
+
+class ReplicaSet:
+    """The replicas of one backend (a single pseudo-replica when it has 0 or 1 URL)."""
+
+    __slots__ = ("_rr", "replicas", "single")
+
+    def __init__(
+        self,
+        config: BackendConfig,
+        policy: RouterPolicy,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_breaker_change: Callable[[Replica, BreakerState, BreakerState], None] | None = None,
+    ) -> None:
+        urls = config.base_urls
+        replicas: list[Replica] = []
+        for url in urls or ("",):
+            cfg = config.for_replica(url) if len(urls) > 1 else config
+            breaker = CircuitBreaker(
+                policy.breaker_threshold,
+                policy.breaker_window,
+                policy.breaker_cooldown,
+                clock=clock,
+            )
+            replica = Replica(url, cfg, breaker)
+            if on_breaker_change is not None:
+                breaker.listener = _bind(on_breaker_change, replica)
+            replicas.append(replica)
+        self.replicas = replicas
+        self.single = len(replicas) == 1
+        self._rr = 0
+
+    def available(self) -> bool:
+        """True when some replica would take a request without overriding its breaker."""
+        if self.single:
+            return self.replicas[0].breaker.available()
+        return any(r.breaker.available() for r in self.replicas)
+
+    def pick(self) -> Replica:
+        """The replica for the next request: least outstanding among eligible ones."""
+        replicas = self.replicas
+        if self.single:
+            return replicas[0]
+        candidates = [r for r in replicas if r.eligible] or [
+            r for r in replicas if r.breaker.available()
+        ]
+        if not candidates:
+            candidates = replicas
+        n = len(candidates)
+        start = self._rr % n
+        self._rr += 1
+        best = candidates[start]
+        for i in range(1, n):
+            r = candidates[(start + i) % n]
+            if r.outstanding < best.outstanding:
+                best = r
+        return best
+
+    def breaker_state(self) -> BreakerState:
+        """The backend-level view: closed if any replica is closed, else half_open, else open."""
+        states = [r.breaker.state for r in self.replicas]
+        if "closed" in states:
+            return "closed"
+        if "half_open" in states:
+            return "half_open"
+        return "open"
+
+    def cooldown_remaining(self) -> float:
+        if self.breaker_state() != "open":
+            return 0.0
+        return min(r.breaker.cooldown_remaining() for r in self.replicas)
+
+
+def _bind(
+    fn: Callable[[Replica, BreakerState, BreakerState], None], replica: Replica
+) -> Callable[[BreakerState, BreakerState], None]:
+    def listener(old: BreakerState, new: BreakerState) -> None:
+        fn(replica, old, new)
+
+    return listener

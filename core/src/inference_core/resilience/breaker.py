@@ -1,0 +1,141 @@
+"""A circuit breaker per backend replica (closed -> open -> half-open -> closed).
+
+``threshold`` failures within ``window`` seconds open it; after ``cooldown`` seconds it becomes
+half-open and lets exactly one trial request through; that trial's success closes it, its
+failure opens it again for another cool-down.  Only failures that say the backend is sick
+count (unavailable, timeout, authentication); the router reports an answer that proves the
+backend alive (a success, a 4xx) with :meth:`CircuitBreaker.on_success` and an outcome that
+says nothing (429, cancellation) with :meth:`CircuitBreaker.on_neutral`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Literal
+
+__all__ = ["BreakerState", "CircuitBreaker"]
+
+BreakerState = Literal["closed", "open", "half_open"]
+
+
+class CircuitBreaker:
+    """Not thread-safe: used from the router's event loop only."""
+
+    __slots__ = (
+        "_clock",
+        "_failures",
+        "_opened_at",
+        "_state",
+        "_trial",
+        "cooldown",
+        "listener",
+        "threshold",
+        "window",
+    )
+
+    def __init__(
+        self,
+        threshold: int = 3,
+        window: float = 30.0,
+        cooldown: float = 10.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        listener: Callable[[BreakerState, BreakerState], None] | None = None,
+    ) -> None:
+        self.threshold = threshold
+        self.window = window
+        self.cooldown = cooldown
+        self._clock = clock
+        self.listener = listener
+        self._failures: deque[float] = deque()
+        self._state: BreakerState = "closed"
+        self._opened_at = 0.0
+        self._trial = False  # the half-open trial request is in flight
+
+    # ------------------------------------------------------------------------------ state
+
+    @property
+    def state(self) -> BreakerState:
+        """The current state; an open breaker whose cool-down ran out reads ``half_open``."""
+        if self._state == "open" and self._clock() - self._opened_at >= self.cooldown:
+            self._set("half_open")
+        return self._state
+
+    def available(self) -> bool:
+        """True when a request may go through now (closed, or half-open with no trial out)."""
+        if self._state == "closed":
+            return True
+        return self.state == "half_open" and not self._trial
+
+    def cooldown_remaining(self) -> float:
+        """Seconds until an open breaker turns half-open (0 when not open)."""
+        if self.state != "open":
+            return 0.0
+        return max(0.0, self.cooldown - (self._clock() - self._opened_at))
+
+    # ---------------------------------------------------------------------------- outcomes
+
+    def on_attempt(self) -> bool:
+        """Call before sending; True when this request is the half-open trial."""
+        if self._state == "closed":
+            return False
+        if self.state == "half_open" and not self._trial:
+            self._trial = True
+            return True
+        return False
+
+    def on_success(self, trial: bool = False) -> None:
+        """The backend answered (a result, or a 4xx that proves it alive): close."""
+        if trial:
+            self._trial = False
+        if self._state != "closed":
+            self._failures.clear()
+            self._set("closed")
+        elif self._failures:
+            self._failures.clear()
+
+    def on_failure(self, trial: bool = False) -> None:
+        """The backend failed in a way that says it is sick."""
+        now = self._clock()
+        if trial:
+            self._trial = False
+        if self._state == "half_open":
+            if trial:
+                self._open(now)
+            return
+        if self._state == "open":
+            return  # a last-resort try while open: the cool-down is not extended
+        failures = self._failures
+        failures.append(now)
+        horizon = now - self.window
+        while failures and failures[0] < horizon:
+            failures.popleft()
+        if len(failures) >= self.threshold:
+            self._open(now)
+
+    def on_neutral(self, trial: bool = False) -> None:
+        """An outcome that says nothing about health (429, cancelled): free the trial slot."""
+        if trial:
+            self._trial = False
+
+    # ----------------------------------------------------------------------------- helpers
+
+    def _open(self, now: float) -> None:
+        self._opened_at = now
+        self._failures.clear()
+        self._set("open")
+
+    def _set(self, new: BreakerState) -> None:
+        old = self._state
+        if old == new:
+            return
+        self._state = new
+        if new != "half_open":
+            self._trial = False
+        if self.listener is not None:
+            self.listener(old, new)
+
+    def __repr__(self) -> str:
+        return f"<CircuitBreaker {self.state} failures={len(self._failures)}>"
