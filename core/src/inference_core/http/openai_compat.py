@@ -142,7 +142,7 @@ async def relay_sse(response: httpx.Response, model: type[W], *, backend: str) -
     The response is closed however the iteration ends.
     """
     try:
-        async for data in iter_sse_data(response.aiter_raw()):
+        async for data in iter_sse_data(response.aiter_bytes()):
             if data == b"[DONE]":
                 return
             if data.startswith(b'{"error"') or (
