@@ -136,9 +136,13 @@ async def test_error_after_the_first_chunk_is_raised_from_the_iterator_without_f
     got = []
     async with router:
         stream = await router.chat(req(stream=True), trace=trace)
-        with pytest.raises(RateLimited, match="rate limited mid-stream"):
+
+        async def drain():
             async for chunk in stream:
                 got.append(chunk.choices[0].delta.content)
+
+        with pytest.raises(RateLimited, match="rate limited mid-stream"):
+            await drain()
         assert router.in_flight == 0
     assert got == ["a", "b"]
     assert not b.requests, "no fallback once the first chunk went out"
