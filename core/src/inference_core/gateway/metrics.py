@@ -1,0 +1,216 @@
+"""Prometheus metrics of the gateway (one registry per app, so tests can build many apps).
+
+| metric | type | labels |
+|---|---|---|
+| ``inference_gateway_requests_total`` | counter | endpoint, backend, status |
+| ``inference_gateway_request_duration_seconds`` | histogram | endpoint, backend |
+| ``inference_gateway_overhead_seconds`` | histogram | endpoint |
+| ``inference_gateway_time_to_first_token_seconds`` | histogram | backend |
+| ``inference_gateway_tokens_total`` | counter | backend, direction (prompt, completion) |
+| ``inference_gateway_fallbacks_total`` | counter | backend (the one left), reason (error kind) |
+| ``inference_gateway_retries_total`` | counter | backend, reason |
+| ``inference_gateway_stream_errors_total`` | counter | backend, reason (after the first chunk) |
+| ``inference_gateway_in_flight_requests`` | gauge | |
+| ``inference_gateway_backend_up`` | gauge | backend (1 ready, 0.5 loading, 0 down) |
+| ``inference_gateway_backend_state`` | gauge | backend, state (1 for the current state) |
+| ``inference_gateway_breaker_open`` | gauge | backend (1 open, 0.5 half-open, 0 closed) |
+
+Labels never carry a client-chosen value (no model names, no paths outside the fixed set), so
+cardinality is bounded by the configuration; never a secret either (backend names only).
+Recording a request costs a few dictionary look-ups: label children are cached.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+__all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics"]
+
+_LATENCY_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+)  # fmt: skip
+_OVERHEAD_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+)  # fmt: skip
+_TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_STATES = ("ready", "loading", "down", "unknown")
+_UP = {"ready": 1.0, "loading": 0.5, "down": 0.0}
+_BREAKER = {"closed": 0.0, "half_open": 0.5, "open": 1.0}
+
+
+class GatewayMetrics:
+    """The gateway's collectors and cheap recording helpers."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "inference_gateway_requests",
+            "Requests answered, by endpoint, serving backend and HTTP status.",
+            ("endpoint", "backend", "status"),
+            registry=r,
+        )
+        self.duration = Histogram(
+            "inference_gateway_request_duration_seconds",
+            "Whole request latency as the gateway saw it (stream: until the last byte).",
+            ("endpoint", "backend"),
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.overhead = Histogram(
+            "inference_gateway_overhead_seconds",
+            "Time the gateway spent itself before answering (total minus upstream wait).",
+            ("endpoint",),
+            buckets=_OVERHEAD_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "inference_gateway_time_to_first_token_seconds",
+            "Streams: time from the request to the first chunk sent to the client.",
+            ("backend",),
+            buckets=_TTFT_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "inference_gateway_tokens",
+            "Tokens reported by backends (usage), by direction.",
+            ("backend", "direction"),
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "inference_gateway_fallbacks",
+            "Requests moved on to the next backend, by the backend left and the reason.",
+            ("backend", "reason"),
+            registry=r,
+        )
+        self.retries = Counter(
+            "inference_gateway_retries",
+            "Requests retried on the same backend, by reason.",
+            ("backend", "reason"),
+            registry=r,
+        )
+        self.stream_errors = Counter(
+            "inference_gateway_stream_errors",
+            "Streams ended by an in-band error event after the first chunk, by reason.",
+            ("backend", "reason"),
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "inference_gateway_in_flight_requests", "Requests being served.", registry=r
+        )
+        self.backend_up = Gauge(
+            "inference_gateway_backend_up",
+            "Backend health: 1 ready, 0.5 loading, 0 down.",
+            ("backend",),
+            registry=r,
+        )
+        self.backend_state = Gauge(
+            "inference_gateway_backend_state",
+            "1 for the backend's current health state.",
+            ("backend", "state"),
+            registry=r,
+        )
+        self.breaker = Gauge(
+            "inference_gateway_breaker_open",
+            "Circuit breaker: 0 closed, 0.5 half-open, 1 open.",
+            ("backend",),
+            registry=r,
+        )
+        self._req: dict[tuple[str, str, int], Any] = {}
+        self._dur: dict[tuple[str, str], Any] = {}
+        self._ovh: dict[str, Any] = {}
+        self._ttft: dict[str, Any] = {}
+        self._tok: dict[tuple[str, str], Any] = {}
+        self._inc_flight = self.in_flight.inc
+        self._dec_flight = self.in_flight.dec
+
+    # ----------------------------------------------------------------- per request
+
+    def begin(self) -> None:
+        self._inc_flight()
+
+    def record(
+        self,
+        endpoint: str,
+        backend: str,
+        status: int,
+        duration: float,
+        overhead: float | None,
+        ttft: float | None = None,
+        trace: Any = None,
+    ) -> None:
+        """Count one finished request (call exactly once per :meth:`begin`)."""
+        self._dec_flight()
+        key = (endpoint, backend, status)
+        child = self._req.get(key)
+        if child is None:
+            child = self._req[key] = self.requests.labels(endpoint, backend, str(status))
+        child.inc()
+        dkey = (endpoint, backend)
+        hist = self._dur.get(dkey)
+        if hist is None:
+            hist = self._dur[dkey] = self.duration.labels(endpoint, backend)
+        hist.observe(duration)
+        if overhead is not None:
+            ohist = self._ovh.get(endpoint)
+            if ohist is None:
+                ohist = self._ovh[endpoint] = self.overhead.labels(endpoint)
+            ohist.observe(overhead)
+        if ttft is not None:
+            thist = self._ttft.get(backend)
+            if thist is None:
+                thist = self._ttft[backend] = self.ttft.labels(backend)
+            thist.observe(ttft)
+        if trace is not None:
+            usage = getattr(trace, "usage", None)
+            if usage is not None:
+                self._count_tokens(backend, usage)
+            attempts = getattr(trace, "attempts", None)
+            if attempts:
+                self._count_attempts(attempts, getattr(trace, "backend", None))
+
+    def _count_tokens(self, backend: str, usage: Any) -> None:
+        for direction, attr in (("prompt", "prompt_tokens"), ("completion", "completion_tokens")):
+            n = getattr(usage, attr, 0) or 0
+            if n > 0:
+                key = (backend, direction)
+                child = self._tok.get(key)
+                if child is None:
+                    child = self._tok[key] = self.tokens.labels(backend, direction)
+                child.inc(n)
+
+    def _count_attempts(self, attempts: list[Any], served_by: str | None) -> None:
+        failed = [a for a in attempts if getattr(a, "kind", "ok") not in ("ok", "success")]
+        for i, attempt in enumerate(failed):
+            nxt = failed[i + 1].backend if i + 1 < len(failed) else served_by
+            counter = self.retries if nxt == attempt.backend else self.fallbacks
+            counter.labels(attempt.backend, attempt.kind).inc()
+
+    def stream_error(self, backend: str, reason: str) -> None:
+        self.stream_errors.labels(backend, reason).inc()
+
+    # ----------------------------------------------------------------- backend state
+
+    def set_backend_state(
+        self, backend: str, state: str | None, breaker: str | None = None
+    ) -> None:
+        """Record a backend's health state (and breaker state) - the router's state listener."""
+        if state is not None:
+            state = state if state in _STATES else "unknown"
+            self.backend_up.labels(backend).set(_UP.get(state, 0.0))
+            for s in _STATES:
+                self.backend_state.labels(backend, s).set(1.0 if s == state else 0.0)
+        if breaker is not None and breaker in _BREAKER:
+            self.breaker.labels(backend).set(_BREAKER[breaker])
+
+    def update_from_health(self, health: dict[str, dict[str, Any]]) -> None:
+        """Refresh the backend gauges from ``router.health()`` (at scrape time)."""
+        for name, info in health.items():
+            if isinstance(info, dict):
+                self.set_backend_state(name, info.get("state"), info.get("breaker"))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,145 @@
+"""Gateway settings: the ``INFERENCE_GATEWAY_*`` environment variables.
+
+Read once at start-up (``GatewaySettings.from_env()``); nothing here is looked at per request
+except through the precomputed attributes the app keeps.  A bad value is a start-up
+:class:`~inference_core.errors.ConfigError` naming the variable.
+
+Variables (defaults in brackets; the full table is in ``docs/gateway.md``): ``HOST``
+[127.0.0.1], ``PORT`` [8000], ``WORKERS`` [1], ``API_KEYS`` (comma list; none = open gateway),
+``PROTECT_METRICS`` [false] and ``PROTECT_HEALTH`` [true] (need a key, when keys are set),
+``MAX_BODY_BYTES`` [4 MiB; 413 above], ``MAX_TOKENS_CAP`` [131072], ``MAX_N`` [16],
+``MAX_EMBED_INPUTS`` [2048] (400 naming the field above; 0 = no cap), ``CORS_ORIGINS`` (comma
+list, ``*`` for any; none = CORS off), ``LOG_FORMAT`` [json|text], ``LOG_LEVEL`` [info],
+``ACCESS_LOG`` [true], ``DRAIN_TIMEOUT`` [30 s after SIGTERM], ``METRICS`` [true].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextvars import ContextVar
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from ..errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "GatewaySettings"]
+
+ENV_PREFIX = "INFERENCE_GATEWAY_"
+_EXPLICIT_ENV: ContextVar[bool] = ContextVar("_EXPLICIT_ENV", default=False)
+
+
+def _split(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class GatewaySettings(BaseSettings):
+    """What the HTTP surface does; the backends themselves are configured by ``Settings``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        case_sensitive=False,
+        extra="ignore",
+        env_file=None,
+        env_file_encoding="utf-8",
+        validate_default=True,
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    protect_metrics: bool = False
+    protect_health: bool = True
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_tokens_cap: int = Field(default=131072, ge=0)
+    max_n: int = Field(default=16, ge=0)
+    max_embed_inputs: int = Field(default=2048, ge=0)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    access_log: bool = True
+    drain_timeout: float = Field(default=30.0, ge=0)
+    metrics: bool = True
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        if _EXPLICIT_ENV.get():
+            return (init_settings,)  # from_env(env=...): the given mapping only
+        return (init_settings, env_settings, dotenv_settings)
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, env_file: str | None = ".env", **overrides: Any
+    ) -> GatewaySettings:
+        """Build from ``env`` (default: ``os.environ`` plus the optional ``env_file``).
+
+        With an explicit ``env`` mapping, only that mapping counts (tests, embedding apps).
+        ``overrides`` (python names) win over both.  A bad value raises :class:`ConfigError`
+        naming the ``INFERENCE_GATEWAY_*`` variable.
+        """
+        token = None
+        try:
+            if env is not None:
+                values: dict[str, Any] = {}
+                for key, value in env.items():
+                    upper = key.upper()
+                    if upper.startswith(ENV_PREFIX):
+                        name = upper[len(ENV_PREFIX) :].lower()
+                        if name in cls.model_fields:
+                            values[name] = value
+                values.update(overrides)
+                token = _EXPLICIT_ENV.set(True)
+                return cls(**values)
+            return cls(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            variable = ENV_PREFIX + field.upper()
+            shown = "" if field == "api_keys" else f" (got {err.get('input')!r})"
+            raise ConfigError(
+                f"{variable} is invalid: {err['msg']}{shown}", variable=variable
+            ) from None
+        finally:
+            if token is not None:
+                _EXPLICIT_ENV.reset(token)
+
+    def summary(self) -> dict[str, Any]:
+        """The settings with secrets masked (for logs and ``inference config``)."""
+        data = self.model_dump()
+        data["api_keys"] = ["****"] * len(self.api_keys)
+        return data
