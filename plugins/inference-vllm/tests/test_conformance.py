@@ -1,0 +1,37 @@
+"""The inference-core conformance kit, run against the vLLM plugin."""
+
+from __future__ import annotations
+
+import inference_vllm
+from inference_core.testing import BackendConformance, canned
+
+
+class TestVLLMConformance(BackendConformance):
+    plugin = inference_vllm.plugin
+    backend_name = "vllm"
+    base_url = "http://vllm.test:8000"
+    model = "upstream-model"
+    supports_embeddings = True
+    supports_complete = True
+
+    def mock_chat(self, upstream):
+        upstream.post("/v1/chat/completions").respond(json=canned.chat_completion("Hi"))
+
+    def mock_chat_stream(self, upstream):
+        upstream.post("/v1/chat/completions").respond(
+            content=canned.chat_stream(["Hel", "lo"]),
+            headers={"content-type": "text/event-stream"},
+        )
+
+    def mock_embed(self, upstream):
+        upstream.post("/v1/embeddings").mock(side_effect=canned.embeddings_handler)
+
+    def mock_complete(self, upstream):
+        upstream.post("/v1/completions").respond(json=canned.completion())
+
+    def mock_health(self, upstream):
+        upstream.get("/health").respond(200)  # vLLM: empty body
+        upstream.get("/v1/models").respond(json=canned.models(["upstream-model"]))
+
+    def mock_list_models(self, upstream):
+        upstream.get("/v1/models").respond(json=canned.models(["upstream-model"]))
