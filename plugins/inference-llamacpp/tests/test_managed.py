@@ -136,6 +136,7 @@ async def test_startup_health_chat_shutdown(fake_bin, model, managed_env, monkey
         server = plugin.managed_server("llamacpp")
         assert ready_config.base_urls == (server.url,)
         assert ready_config.model == "tiny-model"  # alias from the GGUF file name
+        assert ready_config.options["context_length"] == "2048"  # -c 8192 over 4 slots
         assert server.url.startswith("http://127.0.0.1:")
         argv = json.loads(managed_env.read_text())
         assert argv[argv.index("--alias") + 1] == "tiny-model"

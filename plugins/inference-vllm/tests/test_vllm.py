@@ -296,11 +296,31 @@ async def test_health_timeout_option_must_be_a_number(plugin, http, config):
 
     cfg = config.model_copy(update={"options": {"health_timeout": "soon"}})
     with pytest.raises(ConfigError, match="INFERENCE_VLLM_HEALTH_TIMEOUT"):
-        await plugin.startup(config=cfg)
+        await plugin.startup(config=cfg, http=http)
     health = await plugin.health(config=cfg, http=http)  # health never raises
     assert health.state == "down"
     assert "INFERENCE_VLLM_HEALTH_TIMEOUT" in health.detail
-    assert await plugin.startup(config=config) is None
+
+
+async def test_startup_learns_context_length(plugin, http, config):
+    started = await plugin.startup(config=config, http=http)
+    assert started.options["context_length"] == "512"  # max_model_len of the served model
+    assert started.base_urls == config.base_urls
+    configured = config.model_copy(update={"options": {"context_length": "4096"}})
+    assert await plugin.startup(config=configured, http=http) is None
+
+
+async def test_startup_with_server_down_is_not_an_error(plugin):
+    import httpx
+
+    from inference_core.http import create_client
+
+    def refuse(request):
+        raise httpx.ConnectError("Connection refused", request=request)
+
+    async with create_client(transport=httpx.MockTransport(refuse)) as http:
+        cfg = BackendConfig(name="vllm", base_urls=("http://127.0.0.1:1",))
+        assert await plugin.startup(config=cfg, http=http) is None
 
 
 def test_parse_prometheus_sums_label_sets():

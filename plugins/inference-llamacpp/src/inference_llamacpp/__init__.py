@@ -344,8 +344,15 @@ class LlamaCppPlugin:
             self._servers.pop(config.name, None)
             raise
         log.info("managed llama-server ready on %s after %.2fs", server.url, took)
+        options = dict(config.options)
+        if spec.ctx_size and "context_length" not in options:  # per slot, for the router
+            options["context_length"] = str(spec.ctx_size // spec.parallel)
         return config.model_copy(
-            update={"base_urls": (server.url,), "model": config.model or spec.alias}
+            update={
+                "base_urls": (server.url,),
+                "model": config.model or spec.alias,
+                "options": options,
+            }
         )
 
     def _build_spec(self, config: BackendConfig) -> ServerSpec:

@@ -15,7 +15,8 @@ vLLM's server speaks the OpenAI HTTP API, so every hook is a thin call into
   when requests are running but no token was processed for ``health_stall_seconds`` (default 30);
 * ``max_tokens`` above the server's ``max_model_len`` is raised as ``ContextLengthExceeded``
   (vLLM says 400 ``param: max_tokens``): a backend with a larger context may serve it;
-* :meth:`VLLMPlugin.list_models` tags each model with ``context_length`` (vLLM's ``max_model_len``).
+* :meth:`VLLMPlugin.list_models` tags each model with ``context_length`` (vLLM's ``max_model_len``),
+  and ``startup`` puts it into ``options["context_length"]`` for the router's context fallback.
 
 Settings (``INFERENCE_VLLM_<KEY>``): ``BASE_URL`` (default ``http://localhost:8000``, comma list =
 replicas), ``MODEL``, ``API_KEY`` (vLLM's ``--api-key``), ``TIMEOUT``, ``EMBED_BASE_URL``,
@@ -24,6 +25,7 @@ replicas), ``MODEL``, ``API_KEY`` (vLLM's ``--api-key``), ``TIMEOUT``, ``EMBED_B
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -35,6 +37,7 @@ from inference_core import (
     ConfigError,
     ContextLengthExceeded,
     Health,
+    InferenceError,
     ModelInfo,
     hookimpl,
 )
@@ -189,11 +192,30 @@ class VLLMPlugin:
         return models
 
     @hookimpl
-    async def startup(self, config: BackendConfig) -> None:
-        """Validate this plugin's own options, so that a typo fails at start-up."""
-        _number(config, "health_timeout", DEFAULT_HEALTH_TIMEOUT)
+    async def startup(self, config: BackendConfig, http: httpx.AsyncClient) -> BackendConfig | None:
+        """Validate this plugin's options; learn ``context_length`` from ``max_model_len``.
+
+        The router uses ``options["context_length"]`` for its context-length fallback.  When
+        it is not configured, one quick ``/v1/models`` read fills it in; a server that is not
+        up yet is no start-up error (health checks will report it).
+        """
+        timeout = _number(config, "health_timeout", DEFAULT_HEALTH_TIMEOUT)
         _number(config, "health_stall_seconds", DEFAULT_STALL_SECONDS)
-        return None
+        if config.option("context_length") or not config.base_url:
+            return None
+        try:
+            async with asyncio.timeout(timeout):
+                models = await self.list_models(config, http)
+        except (InferenceError, TimeoutError):
+            return None
+        lengths = [getattr(m, "context_length", None) for m in models]
+        if config.model:
+            lengths = [getattr(m, "context_length", None) for m in models if m.id == config.model]
+        known = [n for n in lengths if isinstance(n, int)]
+        if not known:
+            return None
+        options = {**config.options, "context_length": str(min(known))}
+        return config.model_copy(update={"options": options})
 
     @hookimpl
     async def health(self, config: BackendConfig, http: httpx.AsyncClient) -> Health:
