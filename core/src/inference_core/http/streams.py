@@ -22,7 +22,14 @@ async def iter_sse_data(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
     async for chunk in chunks:
         buffer += chunk
         if b"\r" in buffer:
+            # a CR at the very end may be the first half of a CRLF split across two reads:
+            # keep it back, or "\r" + "\n" would count as two line ends
+            held = buffer.endswith(b"\r")
+            if held:
+                buffer = buffer[:-1]
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            if held:
+                buffer += b"\r"
         while True:
             end = buffer.find(b"\n\n")
             if end < 0:
@@ -32,20 +39,22 @@ async def iter_sse_data(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
             if data is not None:
                 yield data
     if buffer.strip():
-        data = _event_data(buffer.strip(b"\n"))
+        data = _event_data(buffer.replace(b"\r", b"\n").strip(b"\n"))
         if data is not None:
             yield data
 
 
 def _event_data(event: bytes) -> bytes | None:
+    """The event's data, or None when it has none (an empty data buffer is not dispatched)."""
     if event.startswith(b"data: ") and b"\n" not in event:  # the common case, one line
-        return event[6:]
+        return event[6:] or None
     parts = []
     for line in event.split(b"\n"):
         if line.startswith(b"data:"):
             value = line[5:]
             parts.append(value[1:] if value.startswith(b" ") else value)
-    return b"\n".join(parts) if parts else None
+    data = b"\n".join(parts)
+    return data or None
 
 
 async def iter_ndjson(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
