@@ -120,6 +120,8 @@ class FakeBackend:
                     }
                     writer.write(response_bytes(404, json.dumps(err).encode()))
                 await writer.drain()
+                if head.wants_close:
+                    break
         except (ConnectionError, ProtocolError, asyncio.IncompleteReadError, OSError):
             pass
         except asyncio.CancelledError:
