@@ -34,7 +34,7 @@ from inference_core.http import (
     request_body,
     send,
 )
-from inference_core.models import BackendConfig, ChatChunk, ChatRequest, Health
+from inference_core.models import BackendConfig, ChatChunk, ChatRequest, EmbeddingRequest, Health
 
 
 async def chunks_of(*parts: bytes):
@@ -489,3 +489,22 @@ async def test_probe_health_states():
     assert "refused" in down.detail
     no_url = await openai_compat.probe_health(client(handler), BackendConfig(name="z"))
     assert no_url.state == "down"
+
+
+async def test_openai_compat_applies_the_backends_connect_and_read_timeouts():
+    seen = []
+
+    def handler(request):
+        seen.append(request.extensions["timeout"])
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "m"}]})
+        return httpx.Response(
+            200, json={"object": "list", "model": "e", "data": [{"index": 0, "embedding": [1.0]}]}
+        )
+
+    cfg = BackendConfig(name="v", base_urls=("http://h",), timeout=7, connect_timeout=1.5)
+    async with client(handler) as http:
+        await openai_compat.embed(http, cfg, EmbeddingRequest(input="x"))
+        await openai_compat.list_models(http, cfg)
+    assert [(t["connect"], t["read"], t["pool"]) for t in seen] == [(1.5, 7, 1.5)] * 2
+    assert openai_compat.config_timeout(cfg) is openai_compat.config_timeout(cfg)

@@ -36,6 +36,7 @@ __all__ = [
     "auth_headers",
     "chat",
     "complete",
+    "config_timeout",
     "embed",
     "list_models",
     "probe_health",
@@ -162,6 +163,23 @@ async def relay_sse(response: httpx.Response, model: type[W], *, backend: str) -
         await response.aclose()
 
 
+_TIMEOUTS: dict[tuple[float, float], httpx.Timeout] = {}
+
+
+def config_timeout(config: BackendConfig) -> httpx.Timeout:
+    """The backend's own timeouts: ``connect_timeout`` to connect (and to wait for a pooled
+    connection), ``timeout`` between two reads.  Cached: one object per distinct pair."""
+    key = (config.timeout, config.connect_timeout)
+    t = _TIMEOUTS.get(key)
+    if t is None:
+        if len(_TIMEOUTS) > 256:
+            _TIMEOUTS.clear()
+        t = _TIMEOUTS[key] = httpx.Timeout(
+            config.timeout, connect=config.connect_timeout, pool=config.connect_timeout
+        )
+    return t
+
+
 async def _post(
     http: httpx.AsyncClient,
     config: BackendConfig,
@@ -177,6 +195,7 @@ async def _post(
         backend=config.name,
         body=body,
         headers={**auth_headers(config), **(headers or {})},
+        timeout=config_timeout(config),
         stream=stream,
     )
 
@@ -255,6 +274,7 @@ async def list_models(
         url_for(config, path),
         backend=config.name,
         headers={**auth_headers(config), **(headers or {})},
+        timeout=config_timeout(config),
     )
     try:
         items = orjson.loads(response.content).get("data") or []
