@@ -150,7 +150,7 @@ class FaultProxy:
             f.count -= 1
             if f.count == 0:
                 self.fault = Fault()
-                return replace(f, count=None)
+                f = replace(f, count=None)
         self.stats.faulted[f.mode] = self.stats.faulted.get(f.mode, 0) + 1
         return f
 
