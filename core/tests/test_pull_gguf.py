@@ -1,0 +1,266 @@
+"""`inference pull --backend llamacpp`: GGUF downloads from a local HTTP server, and local copies.
+
+The server serves a few MB of random bytes behind the GGUF magic, honours Range requests (or not),
+and can cut the connection part-way, answer 404, or serve an HTML page instead of the file.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import random
+import re
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from inference_core.ops import pull
+
+CONTENT = b"GGUF" + random.Random(7).randbytes(3 * 1024 * 1024 + 12345)
+SHA = hashlib.sha256(CONTENT).hexdigest()
+
+
+@dataclass
+class Behaviour:
+    cut_after: int | None = None  # send this many body bytes, then drop the connection
+    ranges: bool = True  # honour Range requests with 206
+    range_headers: list[str | None] = field(default_factory=list)
+
+
+class GGUFHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    behaviour = Behaviour()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        b = type(self).behaviour
+        rng = self.headers.get("Range")
+        b.range_headers.append(rng)
+        if self.path == "/login.gguf":
+            body = b"<!DOCTYPE html><html>sign in</html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if self.path != "/models/tiny.Q4_K_M.gguf":
+            self.send_response(404)
+            self.send_header("Content-Length", "9")
+            self.end_headers()
+            self.wfile.write(b"not found")
+            return
+        start = 0
+        m = re.fullmatch(r"bytes=(\d+)-", rng or "")
+        if m and b.ranges:
+            start = int(m.group(1))
+            if start >= len(CONTENT):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(CONTENT)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(CONTENT) - 1}/{len(CONTENT)}")
+        else:
+            self.send_response(200)
+        body = CONTENT[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if b.cut_after is not None:
+            self.wfile.write(body[: b.cut_after])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # the cut connections are on purpose
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, Behaviour]]:
+    behaviour = Behaviour()
+    GGUFHandler.behaviour = behaviour
+    srv = QuietServer(("127.0.0.1", 0), GGUFHandler)
+    threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}", behaviour
+    srv.shutdown()
+    srv.server_close()
+
+
+def run(source: str, dest: Path, **kw) -> tuple[int, str]:
+    buf = io.StringIO()
+    code = pull.pull_command(
+        source, "llamacpp", dest=dest, console=Console(file=buf, width=200),
+        env=kw.pop("env", {}), **kw,
+    )  # fmt: skip
+    return code, buf.getvalue()
+
+
+def url(base: str) -> str:
+    return f"{base}/models/tiny.Q4_K_M.gguf"
+
+
+def test_download_verifies_size_and_sha256(server, tmp_path: Path) -> None:
+    base, b = server
+    code, out = run(url(base), tmp_path, sha256=SHA.upper())
+    assert code == pull.EXIT_OK, out
+    final = tmp_path / "tiny.Q4_K_M.gguf"
+    assert final.read_bytes() == CONTENT
+    assert not (tmp_path / "tiny.Q4_K_M.gguf.part").exists()
+    assert SHA in out
+    assert b.range_headers == [None]
+
+
+def test_interrupted_download_resumes_with_a_range_request(server, tmp_path: Path) -> None:
+    base, b = server
+    b.cut_after = 1_000_000
+    code, out = run(url(base), tmp_path, sha256=SHA)
+    assert code == pull.EXIT_INTERRUPTED
+    part = tmp_path / "tiny.Q4_K_M.gguf.part"
+    assert part.exists()
+    kept = part.stat().st_size
+    assert 0 < kept <= 1_000_000
+    assert "run the same command again to resume" in out
+    assert str(part) in out.replace("\n", "")
+    assert not (tmp_path / "tiny.Q4_K_M.gguf").exists()
+
+    b.cut_after = None
+    code, out = run(url(base), tmp_path, sha256=SHA)
+    assert code == pull.EXIT_OK, out
+    assert b.range_headers[-1] == f"bytes={kept}-"
+    assert "resuming" in out
+    assert (tmp_path / "tiny.Q4_K_M.gguf").read_bytes() == CONTENT  # sha covers both halves
+
+
+def test_server_without_range_support_restarts_from_zero(server, tmp_path: Path) -> None:
+    base, b = server
+    (tmp_path / "tiny.Q4_K_M.gguf.part").write_bytes(CONTENT[:5000])
+    b.ranges = False
+    code, out = run(url(base), tmp_path, sha256=SHA)
+    assert code == pull.EXIT_OK, out
+    assert "starting over" in out
+    assert (tmp_path / "tiny.Q4_K_M.gguf").read_bytes() == CONTENT
+
+
+def test_complete_part_file_is_finished_on_416(server, tmp_path: Path) -> None:
+    base, _ = server
+    (tmp_path / "tiny.Q4_K_M.gguf.part").write_bytes(CONTENT)
+    code, out = run(url(base), tmp_path, sha256=SHA)
+    assert code == pull.EXIT_OK, out
+    assert (tmp_path / "tiny.Q4_K_M.gguf").read_bytes() == CONTENT
+
+
+def test_sha_mismatch_removes_the_download(server, tmp_path: Path) -> None:
+    base, _ = server
+    code, out = run(url(base), tmp_path, sha256="0" * 64)
+    assert code == pull.EXIT_CHECKSUM
+    assert "sha256 mismatch" in out
+    assert SHA in out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_404_is_not_found(server, tmp_path: Path) -> None:
+    base, _ = server
+    code, out = run(f"{base}/models/missing.gguf", tmp_path)
+    assert code == pull.EXIT_NOT_FOUND
+    assert "404" in out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_html_instead_of_gguf_is_rejected(server, tmp_path: Path) -> None:
+    base, _ = server
+    code, out = run(f"{base}/login.gguf", tmp_path)
+    assert code == pull.EXIT_CHECKSUM
+    assert "not a GGUF file" in out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_not_enough_free_space_fails_before_writing(server, tmp_path, monkeypatch) -> None:
+    base, _ = server
+    monkeypatch.setattr(pull, "free_bytes", lambda path: 1024 * 1024)
+    code, out = run(url(base), tmp_path)
+    assert code == pull.EXIT_NO_SPACE
+    assert "not enough disk space" in out
+    assert "--dest" in out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_enospc_while_writing_keeps_the_part_and_says_resume(tmp_path: Path) -> None:
+    part = tmp_path / "x.gguf.part"
+    part.write_bytes(b"GGUF1234")
+    err = pull._write_error(OSError(errno.ENOSPC, "No space left on device"), part)
+    assert err.code == pull.EXIT_NO_SPACE
+    assert "run the same command again" in err.message
+    assert part.exists()
+
+
+def test_existing_file_is_verified_not_downloaded(server, tmp_path: Path) -> None:
+    base, b = server
+    (tmp_path / "tiny.Q4_K_M.gguf").write_bytes(CONTENT)
+    code, out = run(url(base), tmp_path, sha256=SHA)
+    assert code == pull.EXIT_OK
+    assert "already there" in out
+    assert b.range_headers == []  # no request at all
+
+
+def test_filename_option_names_the_file(server, tmp_path: Path) -> None:
+    base, _ = server
+    code, _out = run(url(base), tmp_path, filename="model.gguf")
+    assert code == pull.EXIT_OK
+    assert (tmp_path / "model.gguf").read_bytes() == CONTENT
+
+
+def test_default_destination_is_the_llamacpp_cache(server, tmp_path: Path) -> None:
+    base, _ = server
+    buf = io.StringIO()
+    code = pull.pull_command(
+        url(base), "llamacpp", env={"INFERENCE_CACHE_DIR": str(tmp_path)},
+        console=Console(file=buf), quiet=True,
+    )  # fmt: skip
+    assert code == pull.EXIT_OK, buf.getvalue()
+    assert (tmp_path / "models" / "tiny.Q4_K_M.gguf").read_bytes() == CONTENT
+
+
+def test_local_file_is_copied_and_verified(tmp_path: Path) -> None:
+    src = tmp_path / "src" / "local.gguf"
+    src.parent.mkdir()
+    src.write_bytes(CONTENT)
+    dest = tmp_path / "dest"
+    code, out = run(str(src), dest, sha256=SHA)
+    assert code == pull.EXIT_OK, out
+    assert (dest / "local.gguf").read_bytes() == CONTENT
+    code, out = run(str(tmp_path / "nope.gguf"), dest)
+    assert code == pull.EXIT_NOT_FOUND
+    assert "no such file" in out
+
+
+def test_connection_refused_and_bad_sha_argument(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, out = run(f"http://127.0.0.1:{port}/m.gguf", tmp_path)
+    assert code == pull.EXIT_UNREACHABLE
+    assert "cannot reach" in out
+    code, out = run(f"http://127.0.0.1:{port}/m.gguf", tmp_path, sha256="xyz")
+    assert code == pull.EXIT_USAGE
+    assert "64 hex digits" in out
+
+
+def test_empty_sha_argument_means_no_check(server, tmp_path: Path) -> None:
+    """compose passes `--sha256 ${LLAMACPP_MODEL_SHA256:-}`: an empty value must not fail."""
+    base, _ = server
+    code, out = run(url(base), tmp_path, sha256="")
+    assert code == pull.EXIT_OK, out
