@@ -49,7 +49,7 @@ async def test_breaker_opens_cools_down_lets_one_trial_through_then_closes():
     policy = RouterPolicy(max_retries=0, breaker_threshold=2, breaker_cooldown=10)
     router = build({"a.test": a, "b.test": b}, policy=policy, fake_time=ft)
     changes: list[StateChange] = []
-    router.add_state_listener(changes.append)
+    router.add_state_listener(lambda backend, **kw: changes.append(kw["change"]))
     async with router:
         await router.chat(req())
         await router.chat(req())
@@ -178,7 +178,7 @@ async def test_background_checks_run_every_interval_and_track_transitions():
     a = Server()
     router = build({"a.test": a}, interval=0.05, timeout=1)
     changes: list[StateChange] = []
-    router.add_state_listener(changes.append)
+    router.add_state_listener(lambda backend, **kw: changes.append(kw["change"]))
     async with router:
         await wait_for(lambda: a.health_calls >= 1)
         assert (await router.health())["a"]["state"] == "ready"
@@ -301,7 +301,7 @@ async def test_a_failing_replica_is_ejected_and_the_retry_goes_to_another():
         fake_time=ft,
         rand=lambda: 0.0,
     )
-    router.add_state_listener(changes.append)
+    router.add_state_listener(lambda backend, **kw: changes.append(kw["change"]))
     async with router:
         traces = []
         for _ in range(4):
@@ -318,7 +318,7 @@ async def test_a_failing_replica_is_ejected_and_the_retry_goes_to_another():
 
 
 async def test_listener_errors_do_not_break_routing():
-    def bad(change):
+    def bad(backend, *, state, breaker, change):
         raise RuntimeError("listener bug")
 
     router = build(
@@ -332,3 +332,21 @@ async def test_listener_errors_do_not_break_routing():
     assert trace.backend == "b"
     router.remove_state_listener(bad)
     router.remove_state_listener(bad)  # removing twice is harmless
+
+
+async def test_listeners_get_the_backends_state_and_breaker_after_each_change():
+    calls = []
+    a, b = Server(error(503)), Server()
+    router = build(
+        {"a.test": a, "b.test": b}, policy=RouterPolicy(max_retries=0, breaker_threshold=1)
+    )
+    router.add_state_listener(
+        lambda backend, *, state, breaker, change: calls.append(
+            (backend, state, breaker, change.kind)
+        )
+    )
+    async with router:
+        await wait_for(lambda: router.monitor.status("a").state == "ready")
+        await router.chat(req())
+    assert ("a", "ready", "closed", "health") in calls
+    assert ("a", "ready", "open", "breaker") in calls

@@ -75,7 +75,8 @@ logger = logging.getLogger("inference_core.router")
 #: Failures that say a backend is sick: they count toward its breaker.
 _SICK = (BackendUnavailable, BackendTimeout, AuthenticationFailed)
 
-StateListener = Callable[[StateChange], None]
+StateListener = Callable[..., None]
+"""``listener(backend: str, *, state: str, breaker: str, change: StateChange)``."""
 
 
 @dataclass
@@ -223,11 +224,17 @@ class Router:
         """Load the plugins ``settings.chain`` names and build a router over them."""
         from .plugins import load_backends
 
+        chain = list(settings.chain)
+        plugin_for = getattr(settings, "plugin_for", None)
+        plugin_names = {}
+        if callable(plugin_for):
+            plugin_names = {n: plugin_for(n) for n in chain if plugin_for(n) != n}
         plugins = load_backends(
-            list(settings.chain),
+            chain,
             allow=getattr(settings, "plugins_allow", None),
             trace=bool(getattr(settings, "trace_plugins", False)),
             extra_plugins=extra_plugins,
+            plugin_names=plugin_names or None,
         )
         return cls(settings, plugins, transport=transport)
 
@@ -613,7 +620,14 @@ class Router:
     # ------------------------------------------------------------------ health and models
 
     def add_state_listener(self, listener: StateListener) -> None:
-        """Call ``listener(StateChange)`` on every health or breaker state change."""
+        """Call ``listener(backend, state=..., breaker=..., change=...)`` on every change.
+
+        ``state`` is the backend's health state (ready / loading / down / unknown) and
+        ``breaker`` its breaker state (closed / open / half_open), both as they are after the
+        change; ``change`` is the :class:`StateChange` (``kind`` "health" or "breaker", old,
+        new, detail, replica URL for a replica-level change).  Called on the router's event
+        loop; keep it quick; an exception is logged and ignored.
+        """
         self._listeners.append(listener)
 
     def remove_state_listener(self, listener: StateListener) -> None:
@@ -621,9 +635,14 @@ class Router:
             self._listeners.remove(listener)
 
     def _emit(self, change: StateChange) -> None:
+        if not self._listeners:
+            return
+        backend = self._backends.get(change.backend)
+        state = backend.status.state if backend is not None else None
+        breaker = backend.replicas.breaker_state() if backend is not None else None
         for listener in list(self._listeners):
             try:
-                listener(change)
+                listener(change.backend, state=state, breaker=breaker, change=change)
             except Exception:
                 logger.exception("a state listener raised")
 
