@@ -69,6 +69,17 @@ _SSE_HEADERS = [
 _DONE = b"data: [DONE]\n\n"
 _CLOSE = (b"connection", b"close")
 _NONE = b"none"
+_FLUSH_BYTES = 64 * 1024
+_SHUTDOWN_EVENT = orjson.dumps(
+    {
+        "error": {
+            "message": "The gateway is shutting down; the stream was cut.",
+            "type": "service_unavailable",
+            "param": None,
+            "code": "gateway_shutdown",
+        }
+    }
+)
 
 
 class ClientGone(Exception):
@@ -94,6 +105,50 @@ def _trace_class() -> type:
     except ImportError:  # the router is not there (partial checkout, stand-in routers)
         return _FallbackTrace
     return RequestTrace
+
+
+class _Resume:
+    """Await the rest of an awaitable that :func:`_next_now` started by hand."""
+
+    __slots__ = ("_gen", "_pending")
+
+    def __init__(self, gen: Any, pending: Any) -> None:
+        self._gen = gen
+        self._pending = pending
+
+    def __await__(self) -> Any:
+        gen = self._gen
+        pending = self._pending
+        while True:
+            try:
+                value = yield pending
+            except BaseException as exc:  # cancellation, timeouts: into the awaitable
+                try:
+                    pending = gen.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+                continue
+            try:
+                pending = gen.send(value)
+            except StopIteration as stop:
+                return stop.value
+
+
+def _next_now(iterator: Any) -> tuple[Any, _Resume | None]:
+    """``(chunk, None)`` when the next chunk is available without waiting, else
+    ``(None, awaitable)``.  Raises ``StopAsyncIteration`` at the end.
+
+    Runs ``iterator.__anext__()`` up to its first suspension point: if it finishes there
+    (the chunk was already buffered), nothing was waited for; otherwise the returned
+    awaitable continues it exactly where it stopped (the pending future is handed to the
+    event loop as a plain ``await`` would).
+    """
+    gen = iterator.__anext__().__await__()
+    try:
+        pending = gen.send(None)
+    except StopIteration as stop:
+        return stop.value, None
+    return None, _Resume(gen, pending)
 
 
 class _RawASGI(Response):
@@ -275,14 +330,16 @@ class Gateway:
         stream: bool = False,
         ttft: float | None = None,
         error: str | None = None,
+        attempts_before: int | None = None,
     ) -> None:
         """Metrics and the access line for one finished request."""
         backend = getattr(trace, "backend", None) if trace is not None else None
         duration = perf_counter() - t0
         if self.metrics is not None:
             self.metrics.record(
-                endpoint, backend or "none", status, duration, overhead, ttft, trace
-            )
+                endpoint, backend or "none", status, duration, overhead, ttft, trace,
+                attempts_before,
+            )  # fmt: skip
         if self.access:
             usage = getattr(trace, "usage", None) if trace is not None else None
             fields: dict[str, Any] = {
@@ -444,8 +501,17 @@ class Gateway:
         t0: float,
         waited: float,
     ) -> None:
+        """Relay a stream as SSE.
+
+        The first chunk goes out with the headers at once.  After that, chunks that are
+        already available (the upstream delivered several events in one read) are written
+        together; the buffer is flushed whenever the next chunk would have to be waited for,
+        so coalescing never delays a byte.  A client that hangs up cancels the relay, which
+        closes the upstream (the backend stops generating).
+        """
         include_usage = bool(request.stream_options and request.stream_options.get("include_usage"))
         overhead = perf_counter() - t0 - waited
+        attempts_before = len(trace.attempts)
         headers = [
             *_SSE_HEADERS,
             (b"x-request-id", rid.encode()),
@@ -453,12 +519,12 @@ class Gateway:
             (b"x-inference-overhead-ms", b"%.3f" % (overhead * 1000)),
         ]
         task = asyncio.current_task()
-        state = {"streaming": True, "gone": False}
+        state = [True, False]  # streaming, client gone
 
         def _on_disconnect(fut: asyncio.Future[Any]) -> None:
             # the client hung up: stop pulling from the upstream (it stops generating)
-            if state["streaming"] and not fut.cancelled() and task is not None:
-                state["gone"] = True
+            if state[0] and not fut.cancelled() and task is not None:
+                state[1] = True
                 task.cancel()
 
         watcher = asyncio.ensure_future(receive())
@@ -467,11 +533,25 @@ class Gateway:
         usage_seen = None
         status = 200
         error: str | None = None
-        final = _DONE
+        buf: list[bytes] = []
+        size = 0
         try:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             try:
-                async for chunk in chunks:
+                while True:
+                    try:
+                        chunk, pending = _next_now(chunks)
+                        if pending is not None:
+                            if buf:  # about to wait: write what we have first
+                                await send(
+                                    {"type": "http.response.body", "body": b"".join(buf),
+                                     "more_body": True}
+                                )  # fmt: skip
+                                buf.clear()
+                                size = 0
+                            chunk = await pending
+                    except StopAsyncIteration:
+                        break
                     raw = chunk.raw
                     usage = chunk.usage  # type: ignore[attr-defined]
                     if usage is not None:
@@ -480,35 +560,35 @@ class Gateway:
                             continue  # asked for by the router, not by this client
                     if raw is None:
                         raw = orjson.dumps(chunk.to_dict())
-                    await send(
-                        {
-                            "type": "http.response.body",
-                            "body": b"data: " + raw + b"\n\n",
-                            "more_body": True,
-                        }
-                    )
                     if ttft is None:
+                        await send(
+                            {"type": "http.response.body", "body": b"data: " + raw + b"\n\n",
+                             "more_body": True}
+                        )  # fmt: skip
                         ttft = perf_counter() - t0
+                        continue
+                    buf.append(b"data: ")
+                    buf.append(raw)
+                    buf.append(b"\n\n")
+                    size += len(raw)
+                    if size > _FLUSH_BYTES:
+                        await send(
+                            {"type": "http.response.body", "body": b"".join(buf),
+                             "more_body": True}
+                        )  # fmt: skip
+                        buf.clear()
+                        size = 0
+                buf.append(_DONE)
             except asyncio.CancelledError:
-                if not state["gone"]:
+                if not state[1]:
                     # cancelled by the server (drain timeout at shutdown): say so in-band
-                    state["streaming"] = False
+                    state[0] = False
                     status, error = 503, "stream cancelled by the gateway (shutting down)"
                     await _aclose(chunks)
-                    body = orjson.dumps(
-                        {
-                            "error": {
-                                "message": "The gateway is shutting down; the stream was cut.",
-                                "type": "service_unavailable",
-                                "param": None,
-                                "code": "gateway_shutdown",
-                            }
-                        }
-                    )
+                    buf.append(b"data: " + _SHUTDOWN_EVENT + b"\n\n")
                     await send(
-                        {"type": "http.response.body", "body": b"data: " + body + b"\n\n",
-                         "more_body": False}
-                    )  # fmt: skip
+                        {"type": "http.response.body", "body": b"".join(buf), "more_body": False}
+                    )
                     raise
                 if task is not None:
                     task.uncancel()
@@ -520,22 +600,22 @@ class Gateway:
                 # after the first byte: an in-band error event and no [DONE]
                 self._log_error(exc, rid, scope["path"])
                 _st, body, _h = error_for(exc, self.redact)
-                final = b"data: " + body + b"\n\n"
+                buf.append(b"data: " + body + b"\n\n")
                 error = getattr(exc, "message", None) or type(exc).__name__
                 if self.metrics is not None:
-                    self.metrics.stream_error(
-                        trace.backend or "none", getattr(exc, "kind", "internal_error")
-                    )
-            state["streaming"] = False
-            await send({"type": "http.response.body", "body": final, "more_body": False})
+                    reason = getattr(exc, "kind", "internal_error")
+                    self.metrics.stream_error(trace.backend or "none", reason)
+            state[0] = False
+            await send({"type": "http.response.body", "body": b"".join(buf), "more_body": False})
         finally:
-            state["streaming"] = False
+            state[0] = False
             if not watcher.done():
                 watcher.cancel()
             if trace.usage is None and usage_seen is not None:
                 trace.usage = usage_seen
             self._finish(endpoint, scope, rid, status, t0, overhead, trace,
-                         getattr(request, "model", None), True, ttft, error)  # fmt: skip
+                         getattr(request, "model", None), True, ttft, error,
+                         attempts_before)  # fmt: skip
 
     # ------------------------------------------------------------------ GET routes
 

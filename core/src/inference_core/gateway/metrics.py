@@ -141,8 +141,13 @@ class GatewayMetrics:
         overhead: float | None,
         ttft: float | None = None,
         trace: Any = None,
+        attempts_before: int | None = None,
     ) -> None:
-        """Count one finished request (call exactly once per :meth:`begin`)."""
+        """Count one finished request (call exactly once per :meth:`begin`).
+
+        ``attempts_before``: for a stream, how many of ``trace.attempts`` were made before it
+        was served (a failure after the first chunk is a stream error, not a fallback).
+        """
         self._dec_flight()
         key = (endpoint, backend, status)
         child = self._req.get(key)
@@ -169,6 +174,8 @@ class GatewayMetrics:
             if usage is not None:
                 self._count_tokens(backend, usage)
             attempts = getattr(trace, "attempts", None)
+            if attempts and attempts_before is not None:
+                attempts = attempts[:attempts_before]
             if attempts:
                 self._count_attempts(attempts, getattr(trace, "backend", None))
 

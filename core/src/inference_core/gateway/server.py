@@ -64,12 +64,19 @@ def serve(
     configure_logging(settings.log_format, settings.log_level)
 
     fast = importlib.util.find_spec("uvloop") is not None
-    parsers = importlib.util.find_spec("httptools") is not None
+    http: Any = "auto"
+    if importlib.util.find_spec("httptools") is not None:
+        try:
+            from ._protocol import CorkedHttpToolsProtocol
+
+            http = CorkedHttpToolsProtocol
+        except ImportError:  # a uvicorn without the httptools implementation we subclass
+            http = "httptools"
     common: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop" if fast else "auto",
-        "http": "httptools" if parsers else "auto",
+        "http": http,
         "lifespan": "on",
         "access_log": False,  # the gateway writes its own access line
         "log_config": uvicorn_log_config(settings.log_format, settings.log_level),
