@@ -215,6 +215,10 @@ class BackendConformance:
     def _upstream_handler(self, scenario: str) -> Callable[[httpx.Request], Any]:
         if type(self).handler is not None:
             return self.handler  # type: ignore[return-value]
+        if not self.talks_http and getattr(type(self), f"mock_{scenario}") is getattr(
+            BackendConformance, f"mock_{scenario}"
+        ):
+            return failing_handler("connect")  # no upstream: any request fails loudly
         import respx
 
         router = respx.Router(base_url=self.base_url, assert_all_called=False)
