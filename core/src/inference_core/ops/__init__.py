@@ -11,7 +11,8 @@ rich and typer only inside the functions that need them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     import typer
@@ -19,8 +20,17 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["register"]
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``pull`` and ``doctor`` to ``app`` (the ``inference`` CLI calls this once)."""
+def register(
+    app: typer.Typer,
+    *,
+    env: Mapping[str, str] | None = None,
+    extra_plugins: Mapping[str, object] | None = None,
+    transport: Any = None,
+) -> None:
+    """Add ``pull`` and ``doctor`` to ``app`` (the ``inference`` CLI calls this once).
+
+    ``env`` / ``extra_plugins`` / ``transport`` are passed on as ``cli.build_app`` received them.
+    """
     from ._cli import register as _register
 
-    _register(app)
+    _register(app, env=env, extra_plugins=extra_plugins, transport=transport)
