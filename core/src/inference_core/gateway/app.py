@@ -311,10 +311,12 @@ class Gateway:
     def _log_error(self, exc: BaseException, rid: str, path: str) -> None:
         if isinstance(exc, GatewayError | InferenceError):
             return
+        import traceback
+
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         log.error(
             "unhandled error while serving a request",
-            exc_info=(type(exc), exc, exc.__traceback__),
-            extra={"fields": {"request_id": rid, "path": path}},
+            extra={"fields": {"request_id": rid, "path": path, "exc": self.redact(text)}},
         )
 
     def _finish(
