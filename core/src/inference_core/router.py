@@ -59,6 +59,7 @@ from .models import (
     Usage,
 )
 from .resilience.balancer import Replica, ReplicaSet, strip_credentials
+from .resilience.deadline import Guard, Watchdog
 from .resilience.health_monitor import BackendStatus, HealthMonitor, StateChange
 from .resilience.policy import RouterPolicy
 from .resilience.retry import retry_delay
@@ -166,6 +167,9 @@ class Router:
         self._drained: asyncio.Event | None = None
         self.in_flight = 0
         """Requests being served right now (a stream counts until it ends or is closed)."""
+        p = self.policy
+        shortest = min(p.first_token_timeout, p.idle_timeout, p.request_deadline)
+        self._watchdog = Watchdog(tick=max(0.001, min(0.1, shortest / 20)))
         self.monitor = HealthMonitor(
             interval=float(getattr(settings, "health_check_interval", 60.0)),
             timeout=float(getattr(settings, "health_check_timeout", 5.0)),
@@ -290,6 +294,7 @@ class Router:
             self._http = create_client(connect_timeout=connect, transport=self._transport)
             await asyncio.gather(*(self._startup(b) for b in self._live))
             self._live = [b for b in self._chain if b.usable]
+            self._watchdog.start()
             self.monitor.start()
             self._closed = False
             self._started = True
@@ -335,6 +340,7 @@ class Router:
                 )
             self._drained = None
         await self.monitor.stop()
+        await self._watchdog.stop()
         for backend in self._chain:
             if not backend.started:
                 continue
@@ -426,6 +432,8 @@ class Router:
         attempts = trace.attempts
         errors: list[InferenceError] = []
         context_floor: int | None = None
+        watchdog = self._watchdog
+        guard = Guard()
         tried = 0
         order = self._order()
         last_index = len(order) - 1
@@ -463,15 +471,14 @@ class Router:
                 replica.outstanding += 1
                 first_token = policy.first_token_timeout
                 budget = remaining if remaining < first_token else first_token
+                watchdog.arm(guard, budget)
                 try:
-                    async with asyncio.timeout(budget):
-                        result = await self._once(op, caller, backend, replica, request, stream)
+                    result = await self._once(op, caller, backend, replica, request, stream)
                 except asyncio.CancelledError:
                     replica.outstanding -= 1
-                    breaker.on_neutral(trial)
-                    raise
-                except TimeoutError:
-                    replica.outstanding -= 1
+                    if not guard.expired_by_us():
+                        breaker.on_neutral(trial)
+                        raise  # the client went away: propagate at once, no fallback
                     if budget < first_token:
                         what = f"the request deadline of {policy.request_deadline:g}s ran out"
                     else:
@@ -500,6 +507,8 @@ class Router:
                     if usage is not None:
                         trace.usage = usage
                     return result
+                finally:
+                    watchdog.disarm(guard)
 
                 # ------------------------------------------------------------ a failure
                 self._scrub_error(error, replica.config)
@@ -559,14 +568,15 @@ class Router:
             raise CapabilityNotSupported(
                 f"the {backend.name} backend does not implement {op}", backend=backend.name
             )
+        # look on the type: hasattr() on a pydantic instance goes through its slow __getattr__
         if not stream:
-            if hasattr(result, "__anext__"):
+            if hasattr(type(result), "__anext__"):
                 await _aclose(result)
                 raise BackendUnavailable(
                     "the plugin returned a stream for a non-stream request", backend=backend.name
                 )
             return result
-        if not hasattr(result, "__anext__"):
+        if not hasattr(type(result), "__anext__"):
             raise BackendUnavailable(
                 f"the plugin returned {type(result).__name__} for a stream request",
                 backend=backend.name,
@@ -737,7 +747,17 @@ class _RoutedStream:
     close the upstream iterator.  Usage chunks are recorded into the trace.
     """
 
-    __slots__ = ("_backend", "_done", "_first", "_idle", "_replica", "_router", "_trace", "_up")
+    __slots__ = (
+        "_backend",
+        "_done",
+        "_first",
+        "_guard",
+        "_idle",
+        "_replica",
+        "_router",
+        "_trace",
+        "_up",
+    )
 
     def __init__(
         self,
@@ -756,6 +776,7 @@ class _RoutedStream:
         self._first = first
         self._trace = trace
         self._idle = idle
+        self._guard = Guard()
         self._done = False
         usage = getattr(first, "usage", None)
         if usage is not None:
@@ -771,17 +792,22 @@ class _RoutedStream:
             return first
         if self._done:
             raise StopAsyncIteration
+        guard = self._guard
+        watchdog = self._router._watchdog
+        watchdog.arm(guard, self._idle)
         try:
-            async with asyncio.timeout(self._idle):
-                chunk = await self._up.__anext__()
+            chunk = await self._up.__anext__()
         except StopAsyncIteration:
+            watchdog.disarm(guard)
             self._finish(None)
             raise
         except asyncio.CancelledError:
-            await self._close_upstream()
-            self._finish(None)
-            raise
-        except TimeoutError:
+            expired = guard.expired_by_us()
+            watchdog.disarm(guard)
+            if not expired:
+                await self._close_upstream()
+                self._finish(None)
+                raise
             await self._close_upstream()
             error: InferenceError = BackendTimeout(
                 f"the stream stalled: no data for {self._idle:g}s (idle timeout)",
@@ -790,16 +816,19 @@ class _RoutedStream:
             self._finish(error)
             raise error from None
         except InferenceError as exc:
+            watchdog.disarm(guard)
             await self._close_upstream()
             self._finish(exc)
             raise
         except Exception as exc:
+            watchdog.disarm(guard)
             await self._close_upstream()
             error = BackendUnavailable(
                 f"the stream failed: {type(exc).__name__}", backend=self._backend.name
             )
             self._finish(error)
             raise error from None
+        watchdog.disarm(guard)
         usage = getattr(chunk, "usage", None)
         if usage is not None:
             self._trace.usage = usage
