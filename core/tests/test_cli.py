@@ -312,3 +312,32 @@ def test_no_args_shows_help():
 def test_usage_error_exit_2():
     result = CliRunner().invoke(cli.build_app(env={}), ["chat"])
     assert result.exit_code == 2
+
+
+def test_chat_writes_each_token_before_the_next_is_produced():
+    """Tokens reach stdout as they come, not when the stream ends."""
+    import sys
+
+    seen_before: list[str] = []
+
+    class Slow:
+        @inference_core.hookimpl
+        async def chat(self, request, config):
+            async def gen():
+                for word in ("alpha ", "beta ", "gamma"):
+                    seen_before.append(sys.stdout.buffer.getvalue().decode())
+                    yield ChatChunk(
+                        id="1", created=0, model="m", choices=[{"delta": {"content": word}}]
+                    )
+
+            return gen()
+
+        @inference_core.hookimpl
+        async def health(self, config):
+            return Health(state="ready")
+
+    result = run(["chat", "x"], env={"INFERENCE_PROVIDER": "slow"}, extra={"slow": Slow()})
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "alpha beta gamma\n"
+    # when the third token was produced, the first two were already written out
+    assert seen_before[2] == "alpha beta "

@@ -356,3 +356,50 @@ def test_chain_property(names, enabled):
     else:
         assert chain == [names[0]]
     assert set(s.backends) == set(chain)
+
+
+_FUZZ_VARS = [
+    "INFERENCE_PROVIDER",
+    "ENABLE_FALLBACK",
+    "FALLBACK_CHAIN",
+    "HEALTH_CHECK_INTERVAL",
+    "HEALTH_CHECK_TIMEOUT",
+    "LOCAL_INFERENCE_URL",
+    "LOCAL_INFERENCE_TIMEOUT",
+    "OPENAI_API_BASE",
+    "OPENAI_TIMEOUT",
+    "INFERENCE_PLUGINS_ALLOW",
+    "INFERENCE_MAX_RETRIES",
+    "INFERENCE_RETRY_BACKOFF",
+    "INFERENCE_CONTEXT_FALLBACK",
+    "INFERENCE_VLLM_BASE_URL",
+    "INFERENCE_VLLM_ALIASES",
+    "INFERENCE_VLLM_TIMEOUT",
+    "INFERENCE_VLLM_PLUGIN",
+]
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(_FUZZ_VARS),
+        st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30),
+        max_size=6,
+    )
+)
+def test_any_value_is_accepted_or_a_config_error_without_secrets(env):
+    env = {
+        **env,
+        "INFERENCE_PROVIDER": env.get("INFERENCE_PROVIDER", "vllm"),
+        "OPENAI_API_KEY": SECRET,
+        "INFERENCE_VLLM_API_KEY": SECRET,
+    }
+    try:
+        s = Settings.from_env(env, env_file=None)
+    except ConfigError as exc:
+        assert exc.variable
+        assert exc.variable in str(exc)
+        assert SECRET not in str(exc)
+        return
+    assert SECRET not in repr(s.redacted())
+    assert SECRET not in repr(s)
+    assert s.chain[0] == s.provider

@@ -241,7 +241,11 @@ class BackendConformance:
         async def main() -> Any:
             transport = TrackingTransport(httpx.MockTransport(handler), truncate=truncate)  # type: ignore[arg-type]
             async with create_client(transport=transport) as http:
-                return await scenario(harness, config, http, transport)
+                result = await scenario(harness, config, http, transport)
+                assert not http.is_closed, (
+                    "a hook closed the shared `http` client: core owns it, never close it"
+                )
+                return result
 
         return asyncio.run(main())
 
