@@ -799,7 +799,13 @@ def create_app(
             yield
         finally:
             if manage_router and hasattr(router, "aclose"):
-                await router.aclose()
+                import inspect
+
+                params = inspect.signature(router.aclose).parameters
+                if "drain_timeout" in params:
+                    await router.aclose(drain_timeout=settings.drain_timeout)
+                else:
+                    await router.aclose()
 
     from .. import __version__
 

@@ -15,7 +15,7 @@ from typing import Any
 from .logs import configure_logging, uvicorn_log_config
 from .settings import GatewaySettings
 
-__all__ = ["app_from_env", "serve"]
+__all__ = ["app_from_env", "serve", "uvicorn_options"]
 
 
 def app_from_env() -> Any:
@@ -26,6 +26,33 @@ def app_from_env() -> Any:
     settings = GatewaySettings.from_env()
     configure_logging(settings.log_format, settings.log_level)
     return create_app(Router.from_env(), settings)
+
+
+def uvicorn_options(settings: GatewaySettings) -> dict[str, Any]:
+    """The ``uvicorn.Config`` keyword arguments the gateway runs with (tests reuse them)."""
+    fast = importlib.util.find_spec("uvloop") is not None
+    http: Any = "auto"
+    if importlib.util.find_spec("httptools") is not None:
+        try:
+            from ._protocol import CorkedHttpToolsProtocol
+
+            http = CorkedHttpToolsProtocol
+        except ImportError:  # a uvicorn without the httptools implementation we subclass
+            http = "httptools"
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop" if fast else "auto",
+        "http": http,
+        "lifespan": "on",
+        "access_log": False,  # the gateway writes its own access line
+        "log_config": uvicorn_log_config(settings.log_format, settings.log_level),
+        "log_level": settings.log_level,
+        "server_header": False,
+        "timeout_graceful_shutdown": settings.drain_timeout,
+        "backlog": 2048,
+    }
+    return common
 
 
 def serve(
@@ -63,28 +90,7 @@ def serve(
         raise ValueError("serve(router=...) needs workers=1: each worker builds its own router")
     configure_logging(settings.log_format, settings.log_level)
 
-    fast = importlib.util.find_spec("uvloop") is not None
-    http: Any = "auto"
-    if importlib.util.find_spec("httptools") is not None:
-        try:
-            from ._protocol import CorkedHttpToolsProtocol
-
-            http = CorkedHttpToolsProtocol
-        except ImportError:  # a uvicorn without the httptools implementation we subclass
-            http = "httptools"
-    common: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
-        "loop": "uvloop" if fast else "auto",
-        "http": http,
-        "lifespan": "on",
-        "access_log": False,  # the gateway writes its own access line
-        "log_config": uvicorn_log_config(settings.log_format, settings.log_level),
-        "log_level": settings.log_level,
-        "server_header": False,
-        "timeout_graceful_shutdown": settings.drain_timeout,
-        "backlog": 2048,
-    }
+    common = uvicorn_options(settings)
     if settings.workers > 1:
         uvicorn.run(
             "inference_core.gateway.server:app_from_env",
