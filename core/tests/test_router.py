@@ -176,8 +176,8 @@ async def test_non_taxonomy_exception_from_a_plugin_falls_back_without_leaking_t
 async def test_each_backend_gets_its_own_model_and_the_request_is_unchanged():
     a, b = Server(error(503)), Server()
     configs = [
-        config("a", model="llama3.1:8b"),
-        config("b", model=None, aliases={"gpt-alias": "meta-llama/Llama-3.1-8B"}),
+        config("a", model="llama3.1:8b", aliases={"gpt-alias": "llama3.1:8b-instruct"}),
+        config("b", model="meta-llama/Llama-3.1-8B"),
     ]
     router = build(two(a, b), configs=configs, policy=NO_RETRY)
     request = req("gpt-alias")
@@ -185,7 +185,7 @@ async def test_each_backend_gets_its_own_model_and_the_request_is_unchanged():
     trace = RequestTrace()
     async with router:
         await router.chat(request, trace=trace)
-    assert a.bodies[0]["model"] == "llama3.1:8b"
+    assert a.bodies[0]["model"] == "llama3.1:8b-instruct"
     assert b.bodies[0]["model"] == "meta-llama/Llama-3.1-8B"
     assert request.model_dump() == before
     assert trace.model == "meta-llama/Llama-3.1-8B"
@@ -660,3 +660,55 @@ def test_backend_config_for_replica_keeps_the_rest():
     cfg = BackendConfig(name="a", base_urls=("http://x", "http://y"), model="m")
     assert cfg.for_replica("http://y").base_url == "http://y"
     assert cfg.for_replica("http://y").model == "m"
+
+
+# ------------------------------------------------------------------------- model routing
+
+
+async def test_backends_that_declare_the_model_are_tried_first():
+    a, b, c = Server(), Server(), Server()
+    configs = [
+        config("a", model="small"),
+        config("b", model="big", aliases={"gpt-4o": "big-70b"}),
+        config("c", model="other"),
+    ]
+    router = build({"a.test": a, "b.test": b, "c.test": c}, configs=configs)
+    async with router:
+        t1, t2, t3 = RequestTrace(), RequestTrace(), RequestTrace()
+        await router.chat(req("gpt-4o"), trace=t1)
+        await router.chat(req("other"), trace=t2)
+        await router.chat(req("unknown"), trace=t3)
+    assert (t1.backend, t1.model) == ("b", "big-70b")
+    assert (t2.backend, t2.model) == ("c", "other")
+    assert t3.backend == "a"  # not declared anywhere: plain chain order
+
+
+async def test_a_declaring_backend_that_fails_falls_back_to_the_rest_of_the_chain():
+    a, b = Server(), Server(error(503))
+    configs = [config("a", model="small"), config("b", model="big")]
+    router = build({"a.test": a, "b.test": b}, configs=configs, policy=NO_RETRY)
+    trace = RequestTrace()
+    async with router:
+        await router.chat(req("big"), trace=trace)
+    assert [x.backend for x in trace.attempts] == ["b"]
+    assert (trace.backend, trace.model) == ("a", "small")
+
+
+async def test_strict_models_rejects_undeclared_models_except_default():
+    from test_router_helpers import FakeSettings, plugin_set, transport
+
+    from inference_core.router import Router
+
+    a = Server()
+    settings = FakeSettings([config("a", model="small", aliases={"fast": "small-q4"})])
+    settings.strict_models = True
+    router = Router(settings, plugin_set({"a": CompatPlugin()}), transport=transport({"a.test": a}))
+    async with router:
+        with pytest.raises(ModelNotFound) as info:
+            await router.chat(req("gpt-4o"))
+        await router.chat(req("fast"))
+        await router.chat(req("default"))
+    assert info.value.status == 404
+    assert "small" in info.value.message
+    assert not a.bodies[2:]  # nothing else reached the backend
+    assert [body["model"] for body in a.bodies] == ["small-q4", "small"]

@@ -32,7 +32,8 @@ ENV = {
     "INFERENCE_ALPHA_MODEL": "alpha-8b",
     "INFERENCE_ALPHA_API_KEY": SECRET,
     "INFERENCE_BETA_BASE_URL": "http://b.test",
-    "INFERENCE_BETA_ALIASES": "gpt-4o-mini=beta-70b",
+    "INFERENCE_ALPHA_ALIASES": "gpt-4o-mini=alpha-8b-instruct",
+    "INFERENCE_BETA_MODEL": "beta-70b",
     "INFERENCE_MAX_RETRIES": "0",
     "HEALTH_CHECK_INTERVAL": "30",
 }
@@ -65,7 +66,7 @@ async def test_from_env_builds_the_chain_policy_and_aliases():
         )
         health = await router.health()
     assert resp.choices[0].message.content == "hi"
-    assert srv["a.test"].bodies[0]["model"] == "alpha-8b"
+    assert srv["a.test"].bodies[0]["model"] == "alpha-8b-instruct"
     assert srv["b.test"].bodies[0]["model"] == "beta-70b"
     assert srv["a.test"].requests[0].headers["authorization"] == f"Bearer {SECRET}"
     assert trace.backend == "beta"

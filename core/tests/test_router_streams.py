@@ -297,3 +297,18 @@ async def test_stream_retry_before_the_first_chunk_uses_the_same_loop():
         await collect(await router.chat(req(stream=True), trace=trace))
     assert trace.retries == 1
     assert len(ft.sleeps) == 1
+
+
+async def test_a_dropped_stream_releases_its_slot():
+    import gc
+
+    router = build({"a.test": Server(ok_stream(5))})
+    async with router:
+        stream = await router.chat(req(stream=True))
+        await stream.__anext__()
+        assert router.in_flight == 1
+        del stream
+        gc.collect()
+        assert router.in_flight == 0
+        health = await router.health()
+    assert health["a"]["replicas"][0]["outstanding"] == 0

@@ -47,6 +47,7 @@ from .errors import (
     CapabilityNotSupported,
     ContextLengthExceeded,
     InferenceError,
+    ModelNotFound,
     RateLimited,
 )
 from .models import (
@@ -199,6 +200,9 @@ class Router:
             self._backends[name] = backend
         self._chain: list[_Backend] = list(self._backends.values())
         self._live: list[_Backend] = [b for b in self._chain if b.usable]
+        self._strict_models = bool(getattr(settings, "strict_models", False))
+        self._model_order: dict[str, list[_Backend]] = {}
+        self._index_models()
 
     # ------------------------------------------------------------------------ construction
 
@@ -294,6 +298,7 @@ class Router:
             self._http = create_client(connect_timeout=connect, transport=self._transport)
             await asyncio.gather(*(self._startup(b) for b in self._live))
             self._live = [b for b in self._chain if b.usable]
+            self._index_models()
             self._watchdog.start()
             self.monitor.start()
             self._closed = False
@@ -411,11 +416,31 @@ class Router:
             self._done()
         return result
 
-    def _order(self) -> list[_Backend]:
-        """Healthy backends first (chain order), then the rest (down, loading, breaker open)."""
+    def _index_models(self) -> None:
+        """Model routing: which backends declare each model name (alias key or ``_MODEL``)."""
+        index: dict[str, list[_Backend]] = {}
+        for b in self._live:
+            names = set(b.config.aliases)
+            if b.config.model:
+                names.add(b.config.model)
+            for name in names:
+                index.setdefault(name, []).append(b)
+        # per declared model: its backends first (chain order), then the rest of the chain
+        self._model_order = {
+            name: backends + [b for b in self._live if b not in backends]
+            for name, backends in index.items()
+        }
+
+    def _order(self, model: str | None = None) -> list[_Backend]:
+        """The backends to try, in order.
+
+        Backends that declare ``model`` come first, then the rest of the chain; within that
+        order, healthy ones first, then those marked down / loading / with an open breaker
+        (still tried, last, never refused).
+        """
         good: list[_Backend] = []
         later: list[_Backend] = []
-        for b in self._live:
+        for b in self._model_order.get(model, self._live) if model else self._live:
             state = b.status.state
             if (state == "ready" or state == "unknown") and b.replicas.available():
                 good.append(b)
@@ -435,7 +460,13 @@ class Router:
         watchdog = self._watchdog
         guard = Guard()
         tried = 0
-        order = self._order()
+        model = request.model
+        if self._strict_models and model not in self._model_order and model != "default":
+            known = ", ".join(sorted(self._model_order)) or "none"
+            raise ModelNotFound(
+                f"unknown model {model!r}; this gateway serves: {known}", model=model
+            )
+        order = self._order(model)
         last_index = len(order) - 1
         for index, backend in enumerate(order):
             size = backend.context_length
@@ -860,6 +891,14 @@ class _RoutedStream:
     @property
     def backend(self) -> str:
         return self._backend.name
+
+    def __del__(self) -> None:
+        # dropped without aclose() (a careless caller): release the counters so that drain
+        # and the balancer do not wait for it; the upstream generator is finalised by the loop
+        if not self._done:
+            self._done = True
+            self._replica.outstanding -= 1
+            self._router._done()
 
 
 async def _aclose(iterator: Any) -> None:
