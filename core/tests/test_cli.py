@@ -238,6 +238,7 @@ def test_config_masks_secrets():
     data = json.loads(result.stdout)
     assert data["backends"]["openai"]["api_key"] == "****"
     assert data["chain"] == ["openai"]
+    assert data["sources"]["openai"]["api_key"] == "OPENAI_API_KEY"
     result = run(["config"], env=env)
     assert result.exit_code == 0
     assert SECRET not in result.output

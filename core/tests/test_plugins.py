@@ -288,3 +288,32 @@ def test_inspect_installed_reports_each(installed):
     only = {r.name: r for r in plugins.inspect_installed(allow=["inference-good"])}
     assert only["good"].error is None
     assert "INFERENCE_PLUGINS_ALLOW" in only["other"].error
+
+
+def test_a_plugin_calling_sys_exit_on_import_is_only_a_load_error(monkeypatch, installed):
+    import importlib
+
+    class Exiting(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "fake_exiting_plugin":
+                raise SystemExit(3)
+            return None
+
+    finder = Exiting()
+    monkeypatch.setattr(sys, "meta_path", [finder, *sys.meta_path])
+    installed["exiting"] = fake_ep("exiting", "fake_exiting_plugin:plugin", "inference-exiting")
+    ps = load_backends(["exiting", "good"])
+    assert list(ps.backends) == ["good"]
+    assert "SystemExit" in ps.report("exiting").error
+
+
+def test_duplicate_entry_point_names_first_wins(monkeypatch, caplog):
+    eps = [
+        fake_ep("dup", "mod_a:plugin", "inference-a"),
+        fake_ep("dup", "mod_b:plugin", "inference-b"),
+    ]
+    monkeypatch.setattr(plugins, "entry_points", lambda group: eps)
+    with caplog.at_level(logging.WARNING, logger="inference_core.plugins"):
+        found = plugins.installed_backends()
+    assert found["dup"].value == "mod_a:plugin"
+    assert "inference-a and inference-b" in caplog.text

@@ -179,7 +179,9 @@ def build_app(
         as_json: bool = typer.Option(False, "--json", help="Plain JSON output."),
     ) -> None:
         """Show the resolved configuration, secrets masked."""
-        data = settings().redacted()
+        resolved = settings()
+        data = resolved.redacted()
+        data["sources"] = {name: resolved.sources(name) for name in resolved.chain}
         try:
             from .gateway.settings import GatewaySettings
 

@@ -135,7 +135,16 @@ def installed_backends() -> dict[str, EntryPoint]:
     """Entry-point name -> entry point, for every installed backend plugin (nothing imported)."""
     found: dict[str, EntryPoint] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found.setdefault(ep.name, ep)
+        if ep.name in found:
+            if found[ep.name].value != ep.value:
+                logger.warning(
+                    "two distributions provide backend %r (%s and %s); using the first",
+                    ep.name,
+                    _dist_of(found[ep.name])[0],
+                    _dist_of(ep)[0],
+                )
+            continue
+        found[ep.name] = ep
     return found
 
 
@@ -328,7 +337,7 @@ def load_backends(
                 pm.unregister(instance)
                 raise
             registered[name] = instance
-        except Exception as exc:  # one plugin's failure never stops the others
+        except (Exception, SystemExit) as exc:  # one plugin's failure never stops the others
             report.error = _describe(exc)
         finally:
             if report.error:
@@ -392,6 +401,6 @@ def inspect_installed(allow: list[str] | None = None) -> list[LoadReport]:
             pm = _new_manager()
             pm.register(_Instance(name, plugin), name=name)
             pm.check_pending()
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             report.error = _describe(exc)
     return reports
