@@ -170,6 +170,28 @@ def test_every_variable_compose_uses_is_in_env_example(compose, compose_tools) -
     assert missing == [], f"used in compose.yaml, not in .env.example: {missing}"
 
 
+# Variables only compose.yaml reads: .env.example lists them in its "compose / deployment"
+# section (and nothing else there).
+COMPOSE_ONLY = {
+    "GATEWAY_HOST_PORT", "VLLM_HOST_PORT", "OLLAMA_HOST_PORT", "LLAMACPP_HOST_PORT",
+    "TEXTGEN_HOST_PORT", "TEXTGEN_UI_HOST_PORT", "INFERENCE_IMAGE_PLUGINS", "INFERENCE_IMAGE_TAG",
+    "VLLM_GPU_COUNT", "OLLAMA_MODEL", "LLAMACPP_MODEL_URL", "LLAMACPP_MODEL_FILE",
+    "LLAMACPP_MODEL_SHA256", "LLAMACPP_CTX_SIZE", "LLAMACPP_PARALLEL", "TEXTGEN_EXTRA_ARGS",
+}  # fmt: skip
+
+
+def test_env_example_has_a_compose_section_with_the_compose_only_variables(
+    compose, compose_tools
+) -> None:
+    text = ENV_EXAMPLE.read_text()
+    marker = "# --- compose / deployment ---"
+    assert marker in text
+    section = text.split(marker, 1)[1]
+    names = set(re.findall(r"^\s*#?\s*([A-Z][A-Z0-9_]*)=", section, flags=re.MULTILINE))
+    assert names == COMPOSE_ONLY
+    assert used_variables(compose, compose_tools) >= COMPOSE_ONLY
+
+
 def test_long_running_services_have_fitting_healthchecks(compose) -> None:
     def seconds(value: str) -> float:
         total = 0.0
