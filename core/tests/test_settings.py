@@ -393,13 +393,36 @@ def test_any_value_is_accepted_or_a_config_error_without_secrets(env):
         "OPENAI_API_KEY": SECRET,
         "INFERENCE_VLLM_API_KEY": SECRET,
     }
+    error: ConfigError | None = None
     try:
         s = Settings.from_env(env, env_file=None)
     except ConfigError as exc:
-        assert exc.variable
-        assert exc.variable in str(exc)
-        assert SECRET not in str(exc)
+        error = exc
+    if error is not None:
+        assert error.variable
+        assert error.variable in str(error)
+        assert SECRET not in str(error)
         return
     assert SECRET not in repr(s.redacted())
     assert SECRET not in repr(s)
     assert s.chain[0] == s.provider
+
+
+def test_a_backend_named_test_works_and_gateway_is_reserved():
+    s = load(
+        INFERENCE_PROVIDER="test",
+        INFERENCE_TEST_BASE_URL="http://t:1",
+        INFERENCE_TEST_VLLM_CHAT_URL="http://x:2",
+    )
+    assert s.backend("test").base_url == "http://t:1"
+    assert s.backend("test").options == {}  # the test suite's own variables are not options
+    with pytest.raises(ConfigError) as info:
+        load(INFERENCE_PROVIDER="gateway")
+    assert "reserved" in str(info.value)
+
+
+def test_plural_secret_suffixes_are_secret():
+    s = load(INFERENCE_LLAMACPP_EXTRA_KEYS="k1,k2", INFERENCE_LLAMACPP_DB_PASSWORD="pw")
+    assert isinstance(s.backend("llamacpp").options["extra_keys"], SecretStr)
+    assert isinstance(s.backend("llamacpp").options["db_password"], SecretStr)
+    assert "pw" not in repr(s.redacted())

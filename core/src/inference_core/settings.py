@@ -107,8 +107,22 @@ CORE_VARIABLES = (
 
 #: The per-backend keys with a field of their own in BackendConfig.
 BACKEND_KEYS = ("BASE_URL", "MODEL", "API_KEY", "TIMEOUT", "CONNECT_TIMEOUT", "ALIASES")
-_SECRET_SUFFIXES = ("KEY", "TOKEN", "SECRET")
-_RESERVED_PREFIXES = ("INFERENCE_GATEWAY_", "INFERENCE_TEST_")
+_SECRET_SUFFIXES = ("KEY", "KEYS", "TOKEN", "TOKENS", "SECRET", "SECRETS", "PASSWORD")
+#: Variables of other parts of the project that look like INFERENCE_<NAME>_<KEY>.
+_RESERVED_PREFIXES = ("INFERENCE_GATEWAY_",)
+_DEV_VARIABLES = frozenset(
+    {
+        "INFERENCE_TEST_LLAMACPP_URL",
+        "INFERENCE_TEST_VLLM_CHAT_URL",
+        "INFERENCE_TEST_VLLM_EMBED_URL",
+        "INFERENCE_TEST_NO_PEERS",
+        "INFERENCE_REQUIRE_PEERS",
+        "INFERENCE_CACHE_DIR",
+        "INFERENCE_DOCTOR_GPUS",
+    }
+)
+#: Names a backend cannot have: their variables belong to another part of the project.
+RESERVED_NAMES = frozenset({"gateway"})
 
 
 # ----------------------------------------------------------------------------- value parsers
@@ -158,6 +172,13 @@ def parse_int(variable: str, value: str, *, minimum: int = 0) -> int:
 
 def parse_name(variable: str, value: str) -> str:
     name = value.strip()
+    if name in RESERVED_NAMES:
+        raise _fail(
+            variable,
+            value,
+            f"{name!r} is reserved (INFERENCE_{name.upper()}_* configures another part)",
+            "any other backend name",
+        )
     if not NAME_PATTERN.match(name):
         raise _fail(
             variable,
@@ -487,7 +508,9 @@ def _backend_vars(name: str, raw: Mapping[str, str], chain: list[str]) -> dict[s
     for var, value in raw.items():
         if not var.startswith(prefix) or var in _GLOBAL_NAMES:
             continue
-        if var.startswith(_RESERVED_PREFIXES) or any(var.startswith(p) for p in longer):
+        if var in _DEV_VARIABLES or var.startswith(_RESERVED_PREFIXES):
+            continue
+        if any(var.startswith(p) for p in longer):
             continue
         if value is None or value.strip() == "":
             continue
