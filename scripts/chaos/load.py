@@ -59,6 +59,8 @@ class Outcome:
     latency: float
     status: int | None = None
     detail: str = ""
+    backend: str | None = None  # the gateway's x-inference-backend header, when it sent one
+    midstream: bool = False  # an in-band error after >= 1 chunk had reached the client
 
 
 @dataclass
@@ -79,10 +81,15 @@ class LoadResult:
         c = self.counts(outs)
         lat = sorted(o.latency for o in outs if o.kind != "hung")
         n = len(outs)
+        mid = sum(1 for o in outs if o.midstream)
+        by_backend = Counter(o.backend or "-" for o in outs if o.kind == "succeeded")
         return {
             "sent": n,
             **c,
+            "midstream_errors": mid,
             "success_rate": (c["succeeded"] / n) if n else 1.0,
+            "success_rate_excl_midstream": (c["succeeded"] / (n - mid)) if n - mid else 1.0,
+            "served_by": dict(sorted(by_backend.items())),
             "p50_ms": round(percentile(lat, 50) * 1000, 1) if lat else None,
             "p99_ms": round(percentile(lat, 99) * 1000, 1) if lat else None,
             "streams": sum(1 for o in outs if o.stream),
@@ -200,6 +207,10 @@ class SSEState:
             return
         self.bad = f"SSE event is not a chat.completion.chunk: {payload[:80]!r}"
 
+    @property
+    def midstream(self) -> bool:
+        return self.error is not None and self.bad is None and self.chunks > 0
+
     def finish(self) -> tuple[str, str]:
         if self.buf.strip():
             self._event(self.buf)
@@ -243,18 +254,21 @@ async def _one(
 
     start = time.monotonic()
     status: int | None = None
+    backend: str | None = None
     state = SSEState()
     got_200_stream = False
 
     async def go() -> tuple[str, str]:
-        nonlocal status, got_200_stream
+        nonlocal status, got_200_stream, backend
         payload = _payload(i, stream, model, max_tokens)
         if not stream:
             r = await client.post(url, json=payload)
             status = r.status_code
+            backend = r.headers.get("x-inference-backend")
             return classify_json(r.status_code, r.headers.get("content-type", ""), r.content)
         async with client.stream("POST", url, json=payload) as r:
             status = r.status_code
+            backend = r.headers.get("x-inference-backend")
             ctype = r.headers.get("content-type", "")
             if r.status_code != 200:
                 body = await r.aread()
@@ -287,7 +301,8 @@ async def _one(
                 )
         else:
             kind, detail = "malformed", f"transport error: {type(exc).__name__}: {exc}"
-    return Outcome(kind, stream, start - t0, time.monotonic() - start, status, detail)
+    mid = kind == "failed_well_formed" and state.midstream
+    return Outcome(kind, stream, start - t0, time.monotonic() - start, status, detail, backend, mid)
 
 
 async def run_load(
@@ -304,11 +319,13 @@ async def run_load(
     t0: float | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
     api_key: str | None = None,
+    stop: asyncio.Event | None = None,
 ) -> LoadResult:
     """Send ``total`` requests (paced at ``rate``/s if given) with ``concurrency`` clients.
 
-    Stops launching after ``max_duration`` seconds; in-flight requests end within
-    ``deadline + 1`` s. ``t0`` (a ``time.monotonic()`` value) is the run's time origin.
+    Stops launching after ``max_duration`` seconds or once ``stop`` is set; in-flight
+    requests end within ``deadline + 1`` s. ``t0`` (a ``time.monotonic()`` value) is the
+    run's time origin.
     """
     import httpx
 
@@ -332,7 +349,7 @@ async def run_load(
                     wait = started + i / rate - time.monotonic()
                     if wait > 0:
                         await asyncio.sleep(wait)
-                if time.monotonic() - started > max_duration:
+                if time.monotonic() - started > max_duration or (stop and stop.is_set()):
                     return
                 stream = stream_every > 0 and i % stream_every == 0
                 o = await _one(client, url, i, stream, model, max_tokens, t0, deadline)
