@@ -280,3 +280,42 @@ async def test_managed_child_killed_is_restarted(plugin, llama_assets, free_port
         assert result.choices
     finally:
         await plugin.shutdown(config=config)
+
+
+KILLED_PARENT = """
+import asyncio, sys
+import inference_llamacpp
+from inference_core import Router
+
+async def main():
+    env = {"INFERENCE_PROVIDER": "llamacpp", "INFERENCE_LLAMACPP_PORT": sys.argv[1],
+           "INFERENCE_LLAMACPP_THREADS": "1"}
+    async with Router.from_env(env, env_file=None):
+        print(inference_llamacpp.plugin.managed_server().pid, flush=True)
+        await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def test_no_orphan_when_the_gateway_is_sigkilled(llama_assets, free_port, tmp_path, gone):
+    """No shutdown hook, no atexit: PR_SET_PDEATHSIG must take the real llama-server down."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "gateway.py"
+    script.write_text(KILLED_PARENT)
+    parent = subprocess.Popen([sys.executable, str(script), str(free_port)], stdout=subprocess.PIPE)
+    try:
+        child = int(parent.stdout.readline())
+        assert not gone(child)
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while not gone(child) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert gone(child), f"llama-server {child} outlived its SIGKILLed parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
