@@ -317,3 +317,25 @@ def test_duplicate_entry_point_names_first_wins(monkeypatch, caplog):
         found = plugins.installed_backends()
     assert found["dup"].value == "mod_a:plugin"
     assert "inference-a and inference-b" in caplog.text
+
+
+async def test_router_from_env_honours_trace_and_allow(installed, caplog, fake_modules):
+    from inference_core.router import Router
+
+    env = {
+        "INFERENCE_PROVIDER": "other",
+        "ENABLE_FALLBACK": "true",
+        "FALLBACK_CHAIN": "good",
+        "INFERENCE_PLUGINS_ALLOW": "inference-good",
+        "INFERENCE_TRACE_PLUGINS": "yes",
+        "INFERENCE_GOOD_API_KEY": SECRET,
+    }
+    router = Router.from_env(env, env_file=None)
+    assert list(router.plugins.backends) == ["good"]
+    assert "INFERENCE_PLUGINS_ALLOW" in router.plugins.report("other").error
+    with caplog.at_level(logging.INFO, logger="inference_core.plugins"):
+        async with router:
+            reply = await router.chat({"messages": [{"role": "user", "content": "hey"}]})
+    assert reply == "good:hey"
+    assert "hook chat -> good" in caplog.text
+    assert SECRET not in caplog.text
