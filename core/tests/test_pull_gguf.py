@@ -264,3 +264,30 @@ def test_empty_sha_argument_means_no_check(server, tmp_path: Path) -> None:
     base, _ = server
     code, out = run(url(base), tmp_path, sha256="")
     assert code == pull.EXIT_OK, out
+
+
+def test_cli_pull_llamacpp_local_file_with_dest_and_sha(tmp_path: Path) -> None:
+    """`inference pull PATH --backend llamacpp --dest DIR --sha256 HEX`, through register()."""
+    import typer
+    from typer.testing import CliRunner
+
+    from inference_core.ops import register
+
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
+    register(app, env={})
+    src = tmp_path / "m.gguf"
+    src.write_bytes(CONTENT)
+    dest = tmp_path / "models"
+    runner = CliRunner()
+    args = ["pull", str(src), "--backend", "llamacpp", "--dest", str(dest), "--sha256", SHA, "-q"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (dest / "m.gguf").read_bytes() == CONTENT
+    result = runner.invoke(app, [*args[:-3], "--filename", "other.gguf", "--sha256", "1" * 64])
+    assert result.exit_code == pull.EXIT_CHECKSUM
+    assert not (dest / "other.gguf").exists()
