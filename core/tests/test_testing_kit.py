@@ -202,6 +202,15 @@ class Leaky:
 
     @inference_core.hookimpl
     async def list_models(self, config, http):
+        if self.mode == "secret_in_error":
+            try:
+                return await openai_compat.list_models(http, config)
+            except inference_core.BackendError as exc:
+                raise type(exc)(f"{exc.message} (key {config.secret()})") from None
+        if self.mode == "closes_http":
+            result = await openai_compat.list_models(http, config)
+            await http.aclose()
+            return result
         return await openai_compat.list_models(http, config)
 
 
@@ -253,6 +262,8 @@ class Base(BackendConformance):
         ("SyncHook()", "supports_chat = False", "test_hooks_are_known", "async def"),
         ("Misspelled()", "supports_embeddings = False", "test_hooks_are_known", "misspelled"),
         ("Leaky('ok')", "supports_embeddings = False", "test_capability_flags", "flag is false"),
+        ("Leaky('secret_in_error')", "", "test_error_mapping[[]503]", "leaks the API key"),
+        ("Leaky('closes_http')", "", "test_list_models", "never close it"),
     ],
 )
 def test_kit_catches_a_broken_plugin(pytester, plugin_expr, extra, failing, message):
