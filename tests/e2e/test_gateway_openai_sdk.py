@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import base64
 import struct
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -50,7 +52,18 @@ def gw(fakes: tuple[FakeOpenAIServer, FakeOpenAIServer], serve_gateway: Any) -> 
         "INFERENCE_RETRY_AFTER_CAP": "0",
         "HEALTH_CHECK_INTERVAL": "3600",
     }
-    return serve_gateway(env, api_keys=GW_KEY)
+    gw = serve_gateway(env, api_keys=GW_KEY)
+    # let the start-up health checks finish before a test changes the fakes' behaviour (a
+    # probe that saw the test's 503s would reorder the chain)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        states = httpx.get(
+            gw.url + "/v1/health/inference", headers={"authorization": f"Bearer {GW_KEY}"}
+        ).json()["backends"]
+        if all(b["state"] == "ready" for b in states.values()):
+            break
+        time.sleep(0.02)
+    return gw
 
 
 def sdk(gw: Any, **kw: Any) -> openai.OpenAI:
