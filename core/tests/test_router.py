@@ -26,6 +26,7 @@ from test_router_helpers import (
 
 from inference_core.errors import (
     AllBackendsFailed,
+    BackendUnavailable,
     BadRequest,
     ContextLengthExceeded,
     ModelNotFound,
@@ -712,3 +713,18 @@ async def test_strict_models_rejects_undeclared_models_except_default():
     assert "small" in info.value.message
     assert not a.bodies[2:]  # nothing else reached the backend
     assert [body["model"] for body in a.bodies] == ["small-q4", "small"]
+
+
+async def test_a_plugin_that_rewrites_request_model_does_not_leak_it_to_the_fallback():
+    class Rude:
+        @hookimpl
+        async def chat(self, request, config):
+            request.model = "rude-internal-name"
+            raise BackendUnavailable("down", backend="a")
+
+    b = Server()
+    configs = [config("a"), config("b", model=None)]
+    router = build({"b.test": b}, configs=configs, plugins={"a": Rude(), "b": CompatPlugin()})
+    async with router:
+        await router.chat(req("gpt-alias"))
+    assert b.bodies[0]["model"] == "gpt-alias"

@@ -496,6 +496,9 @@ class Router:
                             )
                         )
                     raise AllBackendsFailed(list(attempts), last=errors[-1] if errors else None)
+                if request.model != model:  # a plugin changed the shared request: undo it
+                    logger.warning("a plugin changed request.model; restoring %r", model)
+                    request.model = model
                 replica = backend.replicas.pick()
                 breaker = replica.breaker
                 trial = breaker.on_attempt()
