@@ -109,7 +109,7 @@ async def _stream(
     """Translate an NDJSON ``/api/chat`` stream; never end silently, always release the body."""
     translator = translate.StreamTranslator(include_usage=include_usage)
     try:
-        async for line in iter_ndjson(response.aiter_raw()):
+        async for line in iter_ndjson(response.aiter_bytes()):  # decoded: we translate
             for chunk in translator.feed(_json(line, config, "stream line")):
                 yield chunk
             if translator.done:
