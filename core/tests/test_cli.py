@@ -342,3 +342,45 @@ def test_chat_writes_each_token_before_the_next_is_produced():
     assert result.stdout == "alpha beta gamma\n"
     # when the third token was produced, the first two were already written out
     assert seen_before[2] == "alpha beta "
+
+
+def test_env_file_option(tmp_path, monkeypatch):
+    for var in ("INFERENCE_PROVIDER", "OPENAI_API_KEY", "INFERENCE_OPENAI_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    env_file = tmp_path / "prod.env"
+    env_file.write_text("INFERENCE_PROVIDER=openai\nOPENAI_API_KEY=sk-from-file-0000\n")
+    app = cli.build_app()
+    result = CliRunner().invoke(app, ["--env-file", str(env_file), "config", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["provider"] == "openai"
+    assert data["backends"]["openai"]["api_key"] == "****"
+    assert "sk-from-file" not in result.output
+    result = CliRunner().invoke(app, ["--env-file", str(tmp_path / "missing.env"), "config"])
+    assert result.exit_code == cli.EXIT_CONFIG
+    assert "no such file" in result.stderr
+
+
+def test_serve_loads_the_env_file_for_the_gateway(tmp_path, monkeypatch):
+    import os
+
+    import inference_core.gateway.server as server
+
+    env_file = tmp_path / "gw.env"
+    env_file.write_text("INFERENCE_GATEWAY_PORT=8123\nINFERENCE_TEST_CLI_MARKER=from-file\n")
+    monkeypatch.delenv("INFERENCE_GATEWAY_PORT", raising=False)
+    monkeypatch.delenv("INFERENCE_TEST_CLI_MARKER", raising=False)
+    seen = {}
+
+    def fake_serve(host, port, **kw):
+        seen["port_var"] = os.environ.get("INFERENCE_GATEWAY_PORT")
+        seen["router"] = kw.get("router")
+
+    monkeypatch.setattr(server, "serve", fake_serve)
+    try:
+        result = CliRunner().invoke(cli.build_app(), ["--env-file", str(env_file), "serve"])
+    finally:  # load_dotenv wrote into os.environ: leave nothing behind
+        os.environ.pop("INFERENCE_GATEWAY_PORT", None)
+        os.environ.pop("INFERENCE_TEST_CLI_MARKER", None)
+    assert result.exit_code == 0, result.output
+    assert seen == {"port_var": "8123", "router": None}

@@ -64,11 +64,24 @@ def build_app(
 
     @app.callback()
     def _options(
-        env_file: str = typer.Option(
-            ".env", "--env-file", help="Read this .env file too ('' to skip).", metavar="PATH"
+        env_file: str | None = typer.Option(
+            None,
+            "--env-file",
+            help="Read variables from this file (default: ./.env when it exists; '' to skip).",
+            metavar="PATH",
         ),
     ) -> None:
-        state["env_file"] = env_file or None
+        import os
+
+        if env_file is None:
+            state["env_file"] = ".env"
+        elif env_file == "":
+            state["env_file"] = None
+        elif not os.path.isfile(env_file):
+            err.print(f"[bold red]Usage error:[/] --env-file {_esc(env_file)}: no such file")
+            raise typer.Exit(EXIT_CONFIG)
+        else:
+            state["env_file"] = env_file
 
     # ------------------------------------------------------------------------ shared pieces
 
@@ -348,6 +361,7 @@ def build_app(
     ) -> None:
         """Serve the OpenAI-compatible gateway (needs the `gateway` extra)."""
         import importlib.util
+        import os
 
         missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
         if missing:
@@ -360,6 +374,13 @@ def build_app(
                 f"[bold red]Cannot import the gateway ({_esc(str(exc))}).[/] {_esc(GATEWAY_HINT)}"
             )
             raise typer.Exit(EXIT_CONFIG) from None
+        env_file = state["env_file"]
+        if env is None and env_file and os.path.isfile(env_file):
+            # the gateway (and each of its worker processes) reads os.environ: load the file
+            # into it, the process environment still winning
+            from dotenv import load_dotenv
+
+            load_dotenv(env_file, override=False)
         kwargs: dict[str, Any] = {"workers": workers, "log_level": log_level}
         if extra_plugins or env is not None or transport is not None:
             kwargs["router"] = router()
