@@ -128,6 +128,8 @@ async def test_models(plugin, config, http):
     assert model.id == "gemma-3-270m"
     assert model.backend == "llamacpp"
     assert model.context_length == 2048
+    started = await plugin.startup(config=config, http=http)  # external: learns the context
+    assert started.options["context_length"] == "2048"
 
 
 async def test_health_ready_with_slots(plugin, config, http):

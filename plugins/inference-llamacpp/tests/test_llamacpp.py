@@ -174,7 +174,13 @@ async def test_health_without_url_or_child_is_down(plugin, http):
     assert "no base URL" in health.detail
 
 
-async def test_startup_with_base_url_does_nothing(plugin, http, config):
+async def test_startup_with_base_url_learns_slot_context(plugin, fake, http, config):
+    started = await plugin.startup(config=config, http=http)
+    assert started.base_urls == config.base_urls
+    assert started.options["context_length"] == "2048"  # /props n_ctx: per slot
+    configured = config.model_copy(update={"options": {"context_length": "4096"}})
+    assert await plugin.startup(config=configured, http=http) is None
+    fake.routes.pop(("GET", "/props"))  # disabled or not up: no error, no context info
     assert await plugin.startup(config=config, http=http) is None
     await plugin.shutdown(config=config)  # nothing to stop, never raises
 

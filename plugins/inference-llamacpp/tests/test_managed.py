@@ -153,12 +153,15 @@ async def test_startup_health_chat_shutdown(fake_bin, model, managed_env, monkey
         )
         assert isinstance(reply, ChatResponse)
 
-        # a second startup (say, a second router) reuses the running child
+        # a second startup (say, a second router) shares the running child ...
         again = await plugin.startup(config=config, http=http)
-        assert again.base_urls == ready_config.base_urls
-
+        assert again == ready_config
         pid = server.pid
-        await plugin.shutdown(config=config)
+        # ... so the first shutdown keeps it running, the last one stops it
+        await plugin.shutdown(config=ready_config)
+        assert server.alive()
+        assert (await plugin.health(config=again, http=http)).state == "ready"
+        await plugin.shutdown(config=again)
         assert wait_gone(pid, 5)
         assert plugin.managed_server("llamacpp") is None
 

@@ -152,6 +152,7 @@ class LlamaCppPlugin:
         self._restarting: dict[str, asyncio.Task[None]] = {}
         self._last_restart: dict[str, float] = {}
         self._provisioning: set[str] = set()
+        self._users: dict[str, int] = {}  # routers sharing each managed child
 
     # ------------------------------------------------------------------------- helpers
 
@@ -312,18 +313,30 @@ class LlamaCppPlugin:
 
     @hookimpl
     async def startup(self, config: BackendConfig, http: httpx.AsyncClient) -> BackendConfig | None:
-        """No base URL: run the embedded local default (a managed ``llama-server``)."""
+        """No base URL: run the embedded local default (a managed ``llama-server``).
+
+        With a base URL: learn the per-slot context from ``/props`` for the router's
+        context-length fallback (a server that is not up yet is no error).  Several routers
+        in one process share one managed child per backend name; the last ``shutdown`` stops it.
+        """
         if config.base_urls:
-            return None
+            return await self._external_context(config, http)
         if not _flag(config, "managed", True):
             raise ConfigError(
                 f"INFERENCE_{config.name.upper()}_BASE_URL is not set and managed mode is off "
                 f"(INFERENCE_{config.name.upper()}_MANAGED=false): set the URL of a llama-server",
                 variable=f"INFERENCE_{config.name.upper()}_BASE_URL",
             )
+        # Another router (maybe on another event loop: SyncRouter) is starting it: wait and
+        # share it rather than race it.  Polling, because an asyncio.Event is bound to one loop.
+        while config.name in self._provisioning or (  # noqa: ASYNC110
+            config.name in self._servers and self._servers[config.name].starting
+        ):
+            await asyncio.sleep(0.1)
         existing = self._servers.get(config.name)
         if existing is not None and existing.alive():
-            return config.model_copy(update={"base_urls": (existing.url,)})
+            self._users[config.name] = self._users.get(config.name, 0) + 1
+            return self._ready_config(config, existing)
         self._provisioning.add(config.name)
         try:
             spec = await asyncio.to_thread(self._build_spec, config)
@@ -344,6 +357,12 @@ class LlamaCppPlugin:
             self._servers.pop(config.name, None)
             raise
         log.info("managed llama-server ready on %s after %.2fs", server.url, took)
+        self._users[config.name] = 1
+        return self._ready_config(config, server)
+
+    @staticmethod
+    def _ready_config(config: BackendConfig, server: ManagedServer) -> BackendConfig:
+        spec = server.spec
         options = dict(config.options)
         if spec.ctx_size and "context_length" not in options:  # per slot, for the router
             options["context_length"] = str(spec.ctx_size // spec.parallel)
@@ -354,6 +373,22 @@ class LlamaCppPlugin:
                 "options": options,
             }
         )
+
+    async def _external_context(
+        self, config: BackendConfig, http: httpx.AsyncClient
+    ) -> BackendConfig | None:
+        if config.option("context_length"):
+            return None
+        try:
+            timeout = _float_option(config, "health_timeout", DEFAULT_HEALTH_TIMEOUT)
+            props = orjson.loads((await self._get(http, config, "/props", timeout)).content)
+            n_ctx = props["default_generation_settings"]["n_ctx"]
+        except Exception:  # not up yet, /props disabled, an older server: no context info
+            return None
+        if not isinstance(n_ctx, int) or n_ctx <= 0:
+            return None
+        options = {**config.options, "context_length": str(n_ctx)}
+        return config.model_copy(update={"options": options})
 
     def _build_spec(self, config: BackendConfig) -> ServerSpec:
         """The managed server's command line, provisioning binary and model if needed.
@@ -407,7 +442,15 @@ class LlamaCppPlugin:
 
     @hookimpl
     async def shutdown(self, config: BackendConfig) -> None:
-        """Stop the managed child (SIGTERM, SIGKILL after ``STOP_GRACE``). Never raises."""
+        """Stop the managed child (SIGTERM, SIGKILL after ``STOP_GRACE``). Never raises.
+
+        With several routers sharing the child, only the last one's shutdown stops it.
+        """
+        users = self._users.get(config.name, 0) - 1
+        if users > 0:
+            self._users[config.name] = users
+            return None
+        self._users.pop(config.name, None)
         server = self._servers.pop(config.name, None)
         task = self._restarting.pop(config.name, None)
         if task is not None and not task.done():
