@@ -131,7 +131,18 @@ _QUANT_BYTES: dict[str, float] = {
     "int8": 1.0,
     "w8a8": 1.0,
 }
-_KV_BYTES: dict[str, float] = {"fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1}
+_KV_BYTES: dict[str, float] = {
+    "bfloat16": 2,
+    "float16": 2,
+    "fp8": 1,
+    "fp8_e4m3": 1,
+    "fp8_e5m2": 1,
+    "fp8_inc": 1,
+    "fp8_per_token_head": 1,
+    "int8_per_token_head": 1,
+    "int4_per_token_head": 0.5,
+    "nvfp4": 0.5,
+}
 
 # The vLLM settings compose.yaml passes when the variables are unset. The planner uses the same
 # defaults so that `inference doctor --vram` with no flags checks what `docker compose up` runs
