@@ -285,3 +285,13 @@ def test_kit_passes_the_good_plugin_under_pytester(pytester):
     assert outcomes.get("failed", 0) == 0, result.stdout.str()
     assert outcomes.get("skipped", 0) == 0
     assert outcomes["passed"] >= 20
+
+
+async def test_inference_upstream_fixture(inference_upstream):
+    inference_upstream.routes.get("/v1/models").respond(json=canned.models(["x"]))
+    harness = HookHarness(GoodPlugin(), "good")
+    async with inference_upstream.client() as http:
+        models = await harness.call("list_models", config=make_config("good"), http=http)
+    assert [m.id for m in models] == ["x"]
+    assert inference_upstream.transport.requests[0].url == "http://upstream.test/v1/models"
+    assert not inference_upstream.transport.unclosed()

@@ -53,8 +53,11 @@ Other helpers:
   response was closed; :func:`failing_handler` fails every request a named way;
 * :mod:`inference_core.testing.canned`: OpenAI-shaped upstream bodies (chat, SSE streams,
   embeddings, model lists);
+* :class:`FakeUpstream`: respx routes + a :class:`TrackingTransport` + core's client, for
+  a plugin's own unit tests;
 * pytest fixtures (always available, inert unless used): ``inference_config`` (the
-  :func:`make_config` function) and ``inference_harness`` (a factory of :class:`HookHarness`).
+  :func:`make_config` function), ``inference_harness`` (a factory of :class:`HookHarness`) and
+  ``inference_upstream`` (a :class:`FakeUpstream`).
 
 This package imports pytest and respx only when you use the conformance class.
 """
@@ -73,6 +76,7 @@ _EXPORTS = {
     "Tracked": "transport",
     "failing_handler": "transport",
     "FAILURES": "transport",
+    "FakeUpstream": "transport",
     "canned": None,
 }
 
@@ -94,4 +98,4 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:  # pragma: no cover
     from . import canned
     from .conformance import BackendConformance, HookHarness, hook_implementations, make_config
-    from .transport import FAILURES, Tracked, TrackingTransport, failing_handler
+    from .transport import FAILURES, FakeUpstream, Tracked, TrackingTransport, failing_handler

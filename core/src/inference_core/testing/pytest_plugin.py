@@ -29,3 +29,13 @@ def inference_harness() -> Any:
         return HookHarness(plugin, name)
 
     return factory
+
+
+@pytest.fixture
+def inference_upstream() -> Any:
+    """A fake upstream for a plugin's unit tests: ``.routes`` (a ``respx.Router`` on
+    ``http://upstream.test``), ``.transport`` (a :class:`TrackingTransport` over it) and
+    ``.client()`` (core's pooled client on that transport; use ``async with``)."""
+    from .transport import FakeUpstream
+
+    return FakeUpstream()

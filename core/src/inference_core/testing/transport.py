@@ -18,7 +18,7 @@ from typing import Literal
 
 import httpx
 
-__all__ = ["FAILURES", "Tracked", "TrackingTransport", "failing_handler"]
+__all__ = ["FAILURES", "FakeUpstream", "Tracked", "TrackingTransport", "failing_handler"]
 
 #: The upstream failures the conformance kit injects, by name.
 FAILURES = ("connect", "timeout", "429", "500", "503", "400", "401")
@@ -147,3 +147,26 @@ def failing_handler(failure: str) -> Callable[[httpx.Request], httpx.Response]:
         raise ValueError(f"unknown failure {failure!r}; known: {', '.join(FAILURES)}")
 
     return handler
+
+
+class FakeUpstream:
+    """respx routes + a :class:`TrackingTransport` + core's client factory, for unit tests::
+
+    up = FakeUpstream()
+    up.routes.post("/v1/chat/completions").respond(json=canned.chat_completion())
+    async with up.client() as http:
+        result = await my_plugin.chat(request=req, config=make_config(), http=http)
+    assert not up.transport.unclosed()
+    """
+
+    def __init__(self, base_url: str = "http://upstream.test") -> None:
+        import respx
+
+        self.base_url = base_url
+        self.routes = respx.Router(base_url=base_url, assert_all_called=False)
+        self.transport = TrackingTransport(httpx.MockTransport(self.routes.async_handler))
+
+    def client(self) -> httpx.AsyncClient:
+        from ..http.client import create_client
+
+        return create_client(transport=self.transport)
