@@ -1,6 +1,6 @@
 """The opt-in path through the official ``openai`` SDK (option ``client=sdk``).
 
-One ``AsyncOpenAI`` per (core HTTP client, base URL, key, organization, project), created on
+One ``AsyncOpenAI`` per (core HTTP client, base URL, key, organization, project, timeouts), made on
 first use and cached: openai >= 3 accepts a plain ``httpx.AsyncClient`` as ``http_client``
 (besides its own ``httpx2`` clients), so every SDK client shares core's connection pool instead
 of opening its own.  The SDK never closes that pool here (we never call ``close()`` on a cached
@@ -65,7 +65,7 @@ def client_for(http: httpx.AsyncClient, config: BackendConfig) -> openai.AsyncOp
 
     org = config.option("organization") or None
     project = config.option("project") or None
-    key = (config.base_url, config.secret(), org, project)
+    key = (config.base_url, config.secret(), org, project, config.timeout, config.connect_timeout)
     per_pool = _CLIENTS.setdefault(http, {})
     client = per_pool.get(key)
     if client is None:
