@@ -215,6 +215,13 @@ async def test_health_ready_with_models(plugin, http, config):
     assert health.latency_ms is not None
 
 
+async def test_health_with_a_rejected_api_key_is_down(plugin, fake, http, config):
+    fake.set("GET", "/v1/models", "err_unauthorized.json", 401)  # /health itself needs no key
+    health = await plugin.health(config=config, http=http)
+    assert health.state == "down"
+    assert "API key" in health.detail
+
+
 async def test_health_503_is_down(plugin, fake, http, config):
     fake.routes[("GET", "/health")] = (503, b"", "application/json")
     health = await plugin.health(config=config, http=http)

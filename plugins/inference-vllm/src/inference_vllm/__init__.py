@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from inference_core import (
+    AuthenticationFailed,
     BackendConfig,
     BadRequest,
     CapabilityNotSupported,
@@ -239,6 +240,13 @@ class VLLMPlugin:
                 details.append(verdict.detail)
         try:
             result.models = [m.id for m in await self.list_models(config, http)]
+        except AuthenticationFailed as exc:
+            # /health needs no key, /v1/models does: every real request would fail the same way
+            return Health(
+                state="down",
+                detail=f"the server rejects our API key ({exc.message})",
+                latency_ms=result.latency_ms,
+            )
         except Exception as exc:  # health never raises; the models list is a bonus
             details.append(f"models unavailable: {getattr(exc, 'message', type(exc).__name__)}")
         result.detail = "; ".join(details) or None
