@@ -728,3 +728,18 @@ async def test_a_plugin_that_rewrites_request_model_does_not_leak_it_to_the_fall
     async with router:
         await router.chat(req("gpt-alias"))
     assert b.bodies[0]["model"] == "gpt-alias"
+
+
+async def test_a_timeout_falls_back_at_once_but_the_last_backend_is_retried():
+    async def slow(request):
+        await asyncio.sleep(5)
+        return httpx.Response(200, json=chat_json())
+
+    a, b = Server(slow), Server(slow)
+    policy = RouterPolicy(first_token_timeout=0.05, max_retries=1, backoff_base=0)
+    router = build(two(a, b), policy=policy)
+    async with router:
+        with pytest.raises(AllBackendsFailed) as info:
+            await router.chat(req())
+    assert [x.backend for x in info.value.attempts] == ["a", "b", "b"]
+    assert {x.kind for x in info.value.attempts} == {"timeout"}

@@ -561,6 +561,14 @@ class Router:
                 if not error.fallback and not error.retryable:
                     raise error  # a plain bad request: wrong everywhere, answer with it
                 if error.retryable and (backend.replicas.available() or index == last_index):
+                    if (
+                        type(error) is BackendTimeout
+                        and backend.replicas.single
+                        and index != last_index
+                    ):
+                        # waiting as long again on the same server doubles the latency:
+                        # a timeout falls back at once while another backend remains
+                        break
                     delay = retry_delay(
                         error, retry + 1, policy, remaining=deadline - clock(), rand=self._rand
                     )
