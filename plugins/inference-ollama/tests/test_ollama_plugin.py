@@ -331,3 +331,10 @@ async def test_startup_num_ctx_becomes_context_length(config):
     assert await plugin.startup(config=config()) is None
     with pytest.raises(ConfigError, match="LOAD_TIMEOUT"):
         await plugin.startup(config=config(options={"load_timeout": "soon"}))
+
+
+async def test_embed_model_option(server, config, http):
+    cfg = config(model="llama3.2:1b", options={"embed_model": "nomic-embed-text"})
+    result = await plugin.embed(request=EmbeddingRequest(input="x"), config=cfg, http=http)
+    assert server.last("/api/embed").json["model"] == "nomic-embed-text"
+    assert result.model == "nomic-embed-text"

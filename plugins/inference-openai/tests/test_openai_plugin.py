@@ -334,3 +334,14 @@ async def test_all_errors_are_taxonomy_errors(server, config, http):
         server.behaviour = behaviour
         with pytest.raises(InferenceError):
             await plugin.chat(request=chat_request(), config=config(), http=http)
+
+
+async def test_embed_model_option(server, config, http):
+    cfg = config(model="gpt-4o-mini", options={"embed_model": "text-embedding-3-small"})
+    await plugin.embed(request=EmbeddingRequest(input="x"), config=cfg, http=http)
+    assert server.last("/v1/embeddings").json["model"] == "text-embedding-3-small"
+    await plugin.chat(request=chat_request(), config=cfg, http=http)
+    assert server.last("/v1/chat/completions").json["model"] == "gpt-4o-mini"
+    cfg = config(aliases={"emb": "text-embedding-3-large"}, options={"embed_model": "small"})
+    await plugin.embed(request=EmbeddingRequest(model="emb", input="x"), config=cfg, http=http)
+    assert server.last("/v1/embeddings").json["model"] == "text-embedding-3-large"

@@ -6,7 +6,8 @@ Requests and answers are translated to and from the OpenAI wire format here
 (:mod:`inference_ollama.translate`).
 
 Settings (``INFERENCE_OLLAMA_<KEY>``): ``BASE_URL`` (default ``http://localhost:11434``; the seed's
-``LOCAL_INFERENCE_URL`` when Ollama is the provider), ``MODEL`` (``llama3.2:1b``), ``ALIASES``,
+``LOCAL_INFERENCE_URL`` when Ollama is the provider), ``MODEL`` (``llama3.2:1b``),
+``EMBED_MODEL`` (``nomic-embed-text``, for ``/api/embed``), ``ALIASES``,
 ``API_KEY`` (Bearer, for an Ollama behind an authenticating proxy), ``TIMEOUT``, ``NUM_CTX``
 (context window sent as ``options.num_ctx``; also the router's ``context_length``),
 ``KEEP_ALIVE`` (``5m``, ``0`` to unload at once, ``-1`` to keep loaded), ``LOAD_TIMEOUT``

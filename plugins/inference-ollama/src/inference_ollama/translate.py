@@ -243,13 +243,20 @@ def chat_body(request: ChatRequest, config: BackendConfig) -> dict[str, Any]:
     return body
 
 
+def embed_model_for(config: BackendConfig, requested: str | None) -> str:
+    """An alias entry, else the ``EMBED_MODEL`` option, else the usual model mapping."""
+    if requested and requested in config.aliases:
+        return config.aliases[requested]
+    return config.option("embed_model") or config.model_for(requested)
+
+
 def embed_body(request: EmbeddingRequest, config: BackendConfig) -> dict[str, Any]:
     """The ``POST /api/embed`` body: every input in one batched call."""
     inputs = request.inputs
     if not all(isinstance(item, str) for item in inputs):
         raise CapabilityNotSupported("Ollama embeds text, not token-id arrays", backend=config.name)
     extras = dict(request.model_extra or {})
-    body: dict[str, Any] = {"model": config.model_for(request.model), "input": inputs}
+    body: dict[str, Any] = {"model": embed_model_for(config, request.model), "input": inputs}
     if request.dimensions is not None:
         body["dimensions"] = request.dimensions
     if "truncate" in extras:

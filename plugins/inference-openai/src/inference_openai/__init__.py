@@ -12,7 +12,8 @@ Settings (``INFERENCE_OPENAI_<KEY>``, seed variables in brackets):
 * ``BASE_URL`` [``OPENAI_API_BASE``], default ``https://api.openai.com/v1``; it *includes*
   ``/v1``, so any OpenAI-compatible service (Azure-style gateways, OpenRouter, Together, a
   local server's ``/v1``) is reachable by URL alone;
-* ``MODEL``, ``ALIASES``, ``TIMEOUT`` [``OPENAI_TIMEOUT``], ``CONNECT_TIMEOUT``;
+* ``MODEL``, ``EMBED_MODEL`` (embeddings), ``ALIASES``, ``TIMEOUT`` [``OPENAI_TIMEOUT``],
+  ``CONNECT_TIMEOUT``;
 * ``ORGANIZATION`` / ``PROJECT``: the ``OpenAI-Organization`` / ``OpenAI-Project`` headers;
 * ``CLIENT``: ``raw`` (default) or ``sdk``.
 

@@ -118,6 +118,13 @@ def _body(request: Any, config: BackendConfig) -> dict[str, Any]:
     return openai_compat.request_body(request, config)
 
 
+def embed_model_for(config: BackendConfig, requested: str | None) -> str:
+    """An alias entry, else the ``EMBED_MODEL`` option, else the usual model mapping."""
+    if requested and requested in config.aliases:
+        return config.aliases[requested]
+    return config.option("embed_model") or config.model_for(requested)
+
+
 # --------------------------------------------------------------------------------------- hooks
 
 
@@ -159,6 +166,7 @@ async def embed(
 ) -> EmbeddingResponse:
     """``POST {base}/embeddings``; ``encoding_format`` and ``dimensions`` go through as asked."""
     body = _body(request, config)
+    body["model"] = embed_model_for(config, request.model)
     if client_kind(config) == "sdk":
         from . import sdk
 
