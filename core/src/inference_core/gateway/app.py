@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import re
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -160,6 +161,41 @@ class _RawASGI(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
         await self.handler(scope, receive, send)
+
+
+_LONG_DIGITS = re.compile(rb"[0-9]{19,}")
+_INT64 = (-(2**63), 2**64 - 1)
+
+
+def _find_big_int(value: Any, path: str) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return path if not (_INT64[0] <= value <= _INT64[1]) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _find_big_int(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = _find_big_int(item, f"{path}.{i}" if path else str(i))
+            if found is not None:
+                return found
+    return None
+
+
+def _check_int_range(request: WireModel) -> None:
+    """Reject integers no backend can take (JSON encoders stop at 64 bits): 400 naming them.
+
+    Only run when the body has a run of 19+ digits, so it costs nothing on ordinary bodies.
+    """
+    path = _find_big_int(request.model_dump(), "")
+    if path is not None:
+        raise GatewayError(
+            400,
+            f"Invalid value for '{path}': the integer is out of the 64-bit range.",
+            param=path,
+            code="invalid_value",
+        )
 
 
 def _float_b64(vector: list[float]) -> str:
@@ -429,6 +465,8 @@ class Gateway:
                 request = model_cls.model_validate_json(body)
             except ValidationError as exc:
                 raise validation_error(exc) from None
+            if _LONG_DIGITS.search(body) is not None:
+                _check_int_range(request)
             self._check_caps(request)
             trace = self.trace_cls(request_id=rid)
             t1 = perf_counter()
