@@ -34,7 +34,11 @@ def documented() -> dict[str, str]:
 
 
 def source_text() -> str:
-    parts = []
+    parts = [
+        (ROOT / name).read_text(errors="replace")
+        for name in ("compose.yaml", "Dockerfile")
+        if (ROOT / name).is_file()
+    ]
     for base in ("core/src", "plugins", "scripts", "tests"):
         for path in (ROOT / base).rglob("*"):
             if path.suffix in (".py", ".sh") and path.is_file():
