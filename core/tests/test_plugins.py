@@ -339,3 +339,28 @@ async def test_router_from_env_honours_trace_and_allow(installed, caplog, fake_m
     assert reply == "good:hey"
     assert "hook chat -> good" in caplog.text
     assert SECRET not in caplog.text
+
+
+async def test_router_from_env_with_two_instances_of_one_plugin(installed):
+    from inference_core.router import Router
+
+    env = {
+        "INFERENCE_PROVIDER": "small",
+        "ENABLE_FALLBACK": "true",
+        "FALLBACK_CHAIN": "large",
+        "INFERENCE_SMALL_PLUGIN": "good",
+        "INFERENCE_LARGE_PLUGIN": "good",
+        "INFERENCE_SMALL_MODEL": "s-model",
+        "INFERENCE_LARGE_MODEL": "l-model",
+    }
+    router = Router.from_env(env, env_file=None)
+    assert list(router.plugins.backends) == ["small", "large"]
+    assert router.settings.backend("large").options["plugin"] == "good"
+    async with router:
+        health = await router.health(refresh=True)
+    assert health["small"]["state"] == "ready"
+    assert health["large"]["state"] == "ready"
+    with pytest.raises(ConfigError) as info:
+        Router.from_env({**env, "INFERENCE_LARGE_PLUGIN": "nosuch"}, env_file=None)
+    assert "'nosuch'" in str(info.value)
+    assert "as 'large'" in str(info.value)
