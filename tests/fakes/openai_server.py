@@ -360,19 +360,16 @@ class FakeOpenAIServer(FakeServer):
             events.append(chunk({"role": "assistant", "content": "", "refusal": None}))
             events.extend(chunk({"content": p}) for p in parts)
             events.append(chunk({}, finish))
+        return self._sse(self.shape_stream(events, usage, include_usage), rec)
+
+    def shape_stream(
+        self, events: list[dict[str, Any]], usage: dict[str, int], include_usage: bool
+    ) -> list[dict[str, Any]]:
+        """OpenAI: the usage arrives in an extra ``choices: []`` chunk, only when asked for."""
         if include_usage:
-            events.append(
-                {
-                    "id": cid,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": model,
-                    "system_fingerprint": self.system_fingerprint,
-                    "choices": [],
-                    "usage": usage,
-                }
-            )
-        return self._sse(events, rec)
+            last = events[-1]
+            events.append({**{k: v for k, v in last.items()}, "choices": [], "usage": usage})
+        return events
 
     async def completions(self, request: Any) -> Any:
         rec = await self.record(request)

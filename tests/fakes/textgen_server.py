@@ -2,6 +2,9 @@
 
 On top of the OpenAI routes (see :mod:`.openai_server`) it behaves like text-generation-webui:
 
+* streamed chat chunks repeat ``role: "assistant"`` in every delta, and the usage rides on the
+  last chunk (the one with ``finish_reason``), always, with no separate ``choices: []`` chunk
+  (``extensions/openai/completions.py``);
 * the request's ``model`` is ignored: every answer names the *loaded* model; ``/v1/models``
   lists only the loaded model (an empty list when none is);
 * embeddings come from a separate sentence-transformers model, whatever the chat model;
@@ -101,6 +104,20 @@ class FakeTextgenServer(FakeOpenAIServer):
                 etype="invalid_request_error",
             )
         return None
+
+    def shape_stream(
+        self, events: list[dict[str, Any]], usage: dict[str, int], include_usage: bool
+    ) -> list[dict[str, Any]]:
+        for event in events:
+            event.pop("usage", None)
+            event.pop("system_fingerprint", None)
+            for choice in event["choices"]:
+                choice.pop("logprobs", None)
+                delta = choice["delta"]
+                if "tool_calls" not in delta:
+                    choice["delta"] = {"role": "assistant", "content": delta.get("content") or ""}
+        events[-1]["usage"] = usage
+        return events
 
     def model_list(self) -> list[dict[str, Any]]:
         if not self.loaded_model:

@@ -256,3 +256,23 @@ async def test_health_down_on_500(plugin, server, config, http):
     server.behaviour = "500"
     h = await plugin.health(config=config(), http=http)
     assert h.state == "down"
+
+
+async def test_stream_usage_moved_only_when_asked(plugin, server, config, http):
+    asked = await drain(
+        await plugin.chat(
+            request=chat_request(stream=True, stream_options={"include_usage": True}),
+            config=config(),
+            http=http,
+        )
+    )
+    assert [c.usage is not None for c in asked].count(True) == 1
+    assert asked[-2].choices[0].finish_reason == "stop"
+    assert asked[-2].usage is None
+    plain = await drain(
+        await plugin.chat(request=chat_request(stream=True), config=config(), http=http)
+    )
+    # not asked for: text-generation-webui's own usage on the last chunk stays, bytes intact
+    assert plain[-1].choices[0].finish_reason == "stop"
+    assert plain[-1].usage.total_tokens > 0
+    assert all(c.raw is not None for c in plain)

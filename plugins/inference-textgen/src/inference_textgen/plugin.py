@@ -198,6 +198,8 @@ class TextgenPlugin:
         _refuse_n_stream(request, config)
         loaded = await self._prepare(http, config, request)
         result = await openai_compat.chat(http, config, request)
+        if request.stream:
+            return _shaped(result, loaded, request.include_usage)
         return _named(result, loaded)
 
     @hookimpl
@@ -306,6 +308,39 @@ async def _renamed(stream: AsyncIterator[Any], loaded: str) -> AsyncIterator[Any
     try:
         async for item in stream:
             yield _rename(item, loaded)
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def _shaped(
+    stream: AsyncIterator[ChatChunk], loaded: str | None, include_usage: bool
+) -> AsyncIterator[ChatChunk]:
+    """A chat stream in OpenAI's shape.
+
+    text-generation-webui puts the usage on its last chunk, next to the ``finish_reason``,
+    whether or not it was asked for.  When the client asked (``include_usage``), it is moved
+    into its own final ``choices: []`` chunk, as OpenAI sends it; otherwise it is left alone.
+    """
+    from inference_core import ChatChunk
+
+    usage_chunk = None
+    try:
+        async for chunk in stream:
+            if loaded is not None:
+                _rename(chunk, loaded)
+            if include_usage and chunk.usage is not None and chunk.choices:
+                usage_chunk = ChatChunk(
+                    id=chunk.id,
+                    created=chunk.created,
+                    model=chunk.model,
+                    choices=[],
+                    usage=chunk.usage,
+                )
+                chunk.usage = None
+                chunk.drop_raw()
+            yield chunk
+        if usage_chunk is not None:
+            yield usage_chunk
     finally:
         await stream.aclose()  # type: ignore[attr-defined]
 
