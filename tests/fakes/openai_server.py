@@ -106,6 +106,8 @@ class FakeOpenAIServer(FakeServer):
         self.models = models or ["gpt-4o-mini", "text-embedding-3-small"]
         self.strict_models = strict_models
         self.system_fingerprint = "fp_fake"
+        #: send ``data: [DONE]`` after an in-band error event (text-generation-webui does)
+        self.done_after_error = False
 
     @property
     def base_url(self) -> str:
@@ -211,6 +213,8 @@ class FakeOpenAIServer(FakeServer):
                 }
             }
             lines = [*lines[:2], f"data: {dumps(err)}\n\n"]
+            if self.done_after_error:
+                lines.append("data: [DONE]\n\n")
         elif b == TRUNCATED:
             lines = lines[:2]
         elif b == GARBAGE:

@@ -2,12 +2,15 @@
 
 On top of the OpenAI routes (see :mod:`.openai_server`) it behaves like text-generation-webui:
 
-* streamed chat chunks repeat ``role: "assistant"`` in every delta, and the usage rides on the
-  last chunk (the one with ``finish_reason``), always, with no separate ``choices: []`` chunk
-  (``extensions/openai/completions.py``);
+* streams follow OpenAI (``modules/api/completions.py``: role in the first delta only, a
+  separate ``choices: []`` usage chunk only when ``include_usage`` was asked); with
+  ``legacy_stream=True`` they are shaped like the older ``extensions/openai`` API instead:
+  ``role: "assistant"`` repeated in every delta and the usage on the last chunk (the one with
+  ``finish_reason``), always, with no ``choices: []`` chunk;
 * the request's ``model`` is ignored: every answer names the *loaded* model; ``/v1/models``
   lists only the loaded model (an empty list when none is);
 * embeddings come from a separate sentence-transformers model, whatever the chat model;
+* a mid-stream failure is an error event followed by ``data: [DONE]``;
 * ``n > 1`` with ``stream`` is a 400 ``invalid_request_error`` with ``param: "n"``;
 * ``--api-key`` failures are FastAPI's ``401 {"detail": "Unauthorized"}``; admin routes check
   ``admin_key`` instead (which, as in text-generation-webui, defaults to ``api_key``);
@@ -37,6 +40,7 @@ class FakeTextgenServer(FakeOpenAIServer):
         available: list[str] | None = None,
         admin_key: str | None = None,
         load_delay: float = 0.0,
+        legacy_stream: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -47,6 +51,8 @@ class FakeTextgenServer(FakeOpenAIServer):
         ]
         self.admin_key = admin_key
         self.load_delay = load_delay
+        self.legacy_stream = legacy_stream
+        self.done_after_error = True  # modules/api/script.py: error event, then [DONE]
         self.embedding_model_name = "sentence-transformers/all-mpnet-base-v2"
         self.loads: list[str] = []
         self.system_fingerprint = None
@@ -108,6 +114,8 @@ class FakeTextgenServer(FakeOpenAIServer):
     def shape_stream(
         self, events: list[dict[str, Any]], usage: dict[str, int], include_usage: bool
     ) -> list[dict[str, Any]]:
+        if not self.legacy_stream:
+            return super().shape_stream(events, usage, include_usage)
         for event in events:
             event.pop("usage", None)
             event.pop("system_fingerprint", None)

@@ -258,7 +258,25 @@ async def test_health_down_on_500(plugin, server, config, http):
     assert h.state == "down"
 
 
-async def test_stream_usage_moved_only_when_asked(plugin, server, config, http):
+async def test_stream_usage_current_server(plugin, server, config, http):
+    asked = await drain(
+        await plugin.chat(
+            request=chat_request(stream=True, stream_options={"include_usage": True}),
+            config=config(),
+            http=http,
+        )
+    )
+    assert asked[-1].choices == []
+    assert asked[-1].usage.completion_tokens == 5
+    assert all(c.raw is not None for c in asked)  # already OpenAI-shaped: relayed verbatim
+    plain = await drain(
+        await plugin.chat(request=chat_request(stream=True), config=config(), http=http)
+    )
+    assert all(c.usage is None for c in plain)
+
+
+async def test_stream_usage_moved_only_when_asked_legacy_server(plugin, server, config, http):
+    server.legacy_stream = True
     asked = await drain(
         await plugin.chat(
             request=chat_request(stream=True, stream_options={"include_usage": True}),

@@ -317,9 +317,11 @@ async def _shaped(
 ) -> AsyncIterator[ChatChunk]:
     """A chat stream in OpenAI's shape.
 
-    text-generation-webui puts the usage on its last chunk, next to the ``finish_reason``,
-    whether or not it was asked for.  When the client asked (``include_usage``), it is moved
-    into its own final ``choices: []`` chunk, as OpenAI sends it; otherwise it is left alone.
+    Current text-generation-webui (``modules/api``) streams like OpenAI and passes through
+    untouched.  The older ``extensions/openai`` API puts the usage on its last chunk, next to
+    the ``finish_reason``, whether or not it was asked for: when the client asked
+    (``include_usage``), it is moved into its own final ``choices: []`` chunk, as OpenAI sends
+    it; otherwise it is left alone.
     """
     from inference_core import ChatChunk
 
