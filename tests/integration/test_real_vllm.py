@@ -185,3 +185,106 @@ async def test_health_of_a_closed_port_is_down(plugin, http, free_port):
     cfg = BackendConfig(name="vllm", base_urls=(f"http://127.0.0.1:{free_port}",))
     health = await plugin.health(config=cfg, http=http)
     assert health.state == "down"
+
+
+def _listening_pid(port: int) -> int | None:
+    """The PID of the process listening on 127.0.0.1:``port`` (from /proc, Linux)."""
+    import os
+    from pathlib import Path
+
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(parts[9])
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                link = os.readlink(fd)
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """pid -> comm of every descendant of ``pid``."""
+    from pathlib import Path
+
+    parent: dict[int, int] = {}
+    comm: dict[int, str] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        parent[int(proc.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+        comm[int(proc.name)] = name
+    found: dict[int, str] = {}
+    frontier = [pid]
+    while frontier:
+        p = frontier.pop()
+        for child, ppid in parent.items():
+            if ppid == p and child not in found:
+                found[child] = comm[child]
+                frontier.append(child)
+    return found
+
+
+async def test_deep_health_catches_a_hung_engine(plugin, vllm_chat_url, http):
+    """SIGSTOP vLLM's model worker mid-generation: /health keeps answering 200 (the known
+    limitation); the deep check sees requests running without token progress and says down."""
+    import asyncio
+    import os
+    import signal
+    from urllib.parse import urlsplit
+
+    api = _listening_pid(urlsplit(vllm_chat_url).port)
+    if api is None:
+        pytest.skip("the vLLM server's process is not visible from here (another host/namespace)")
+    workers = [p for p, name in _descendants(api).items() if name.startswith("VLLM::Worker")]
+    assert workers, f"no VLLM::Worker process under the API server {api}"
+    cfg = BackendConfig(
+        name="vllm",
+        base_urls=(vllm_chat_url,),
+        model="gemma3-270m",
+        options={"health_deep": "true", "health_stall_seconds": "2", "health_timeout": "3"},
+    )
+    assert (await plugin.health(config=cfg, http=http)).state == "ready"
+    request = chat(max_tokens=200, stream=True, ignore_eos=True)
+    stream = await plugin.chat(request=request, config=cfg, http=http)
+    await stream.__anext__()
+    await stream.__anext__()
+    states = []
+    for pid in workers:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        for _ in range(4):
+            plain = await http.get(vllm_chat_url + "/health", timeout=3)
+            deep = await plugin.health(config=cfg, http=http)
+            states.append((plain.status_code, deep.state, deep.detail))
+            await asyncio.sleep(1.2)
+    finally:
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+        await stream.aclose()  # vLLM aborts the request when the client goes
+    assert all(code == 200 for code, _, _ in states), states  # /health alone: fooled
+    assert states[0][1] == "ready"
+    assert states[-1][1] == "down", states
+    assert "engine stalled" in states[-1][2]
+    for _ in range(50):  # the engine resumes: ready again
+        if (await plugin.health(config=cfg, http=http)).state == "ready":
+            break
+        await asyncio.sleep(0.2)
+    assert (await plugin.health(config=cfg, http=http)).state == "ready"
