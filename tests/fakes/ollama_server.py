@@ -10,6 +10,8 @@ Like the real server: errors are ``{"error": "<text>"}``; a model that is not pu
 ``{"error": ...}`` with the status still 200; the last line of a stream has ``"done": true``,
 ``done_reason`` (``stop``/``length``/``load``), durations in nanoseconds, ``prompt_eval_count``
 and ``eval_count``; ``options.num_predict`` cuts the reply with ``done_reason: "length"``;
+a model outside ``tool_models`` answers a request with tools with a 400 ``... does not
+support tools``;
 tool calls carry ``arguments`` as a JSON object (not a string); an empty ``messages`` list
 just loads the model (``done_reason: "load"``).
 """
@@ -64,6 +66,9 @@ class FakeOllamaServer(FakeServer):
         self.models = models or ["llama3.2:1b", "nomic-embed-text:latest"]
         self.version = version
         self.load_ms = 5
+        #: models that can call tools (None: all); others answer Ollama's 400 "does not support
+        #: tools" when a request carries ``tools``
+        self.tool_models: list[str] | None = None
 
     def _known(self, name: str | None) -> bool:
         if not name:
@@ -146,6 +151,10 @@ class FakeOllamaServer(FakeServer):
             return special
         body = rec.json
         model = body["model"]
+        if body.get("tools") and self.tool_models is not None and model not in self.tool_models:
+            return self.error_response(
+                400, f"registry.ollama.ai/library/{model} does not support tools"
+            )
         stream = body.get("stream", True)
         messages = body.get("messages") or []
         if not messages:  # load request

@@ -351,3 +351,13 @@ async def test_textgen_with_openai_client():
             info = (await http.get("/v1/internal/model/info", headers=user)).json()
             assert info["model_name"] == "Llama-3.2-3B-Instruct-Q4_K_M.gguf"
             assert (await http.get("/v1/internal/health", headers=user)).json() == {"status": "ok"}
+
+
+async def test_ollama_tools_unsupported(oll):
+    oll.tool_models = []
+    client = ollama.AsyncClient(host=oll.url)
+    tool = {"type": "function", "function": {"name": "f", "parameters": {}}}
+    with pytest.raises(ollama.ResponseError) as info:
+        await client.chat(model="llama3.2:1b", messages=MESSAGES, tools=[tool])
+    assert info.value.status_code == 400
+    assert info.value.error.endswith("does not support tools")

@@ -338,3 +338,12 @@ async def test_embed_model_option(server, config, http):
     result = await plugin.embed(request=EmbeddingRequest(input="x"), config=cfg, http=http)
     assert server.last("/api/embed").json["model"] == "nomic-embed-text"
     assert result.model == "nomic-embed-text"
+
+
+async def test_model_without_tool_support_is_a_capability_gap(server, config, http):
+    from inference_core import CapabilityNotSupported
+
+    server.tool_models = ["qwen3:8b"]
+    with pytest.raises(CapabilityNotSupported, match="does not support tools") as info:
+        await plugin.chat(request=chat_request(tools=TOOLS), config=config(), http=http)
+    assert info.value.fallback  # the router tries a backend whose model can call tools
