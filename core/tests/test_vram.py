@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import pytest
 from rich.console import Console
@@ -238,3 +239,20 @@ def test_vram_command_prints_per_gpu_budget_and_exit_codes() -> None:
     code, out = run_cli(model="nobody/unknown", gpus="24")
     assert code == 3
     assert "unknown model shape" in out
+
+
+def test_gpus_detected_with_nvidia_smi(tmp_path, monkeypatch) -> None:
+    """No --gpus: ask nvidia-smi (a fake one here: an RTX 5090 and an RTX 4090, in MiB)."""
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text(
+        '#!/bin/sh\n[ "$1" = "--query-gpu=memory.total" ] || exit 9\nprintf "32607\\n24564\\n"\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert vram.detect_gpus() == pytest.approx((32607 / 1024, 24564 / 1024))
+    inp = plan_input_from_env({"VLLM_MODEL_NAME": "llama-3.1-8b"})
+    assert inp.gpus_gib == pytest.approx((31.84, 23.99), abs=0.01)
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    assert vram.detect_gpus() is None
+    with pytest.raises(ValueError, match="--gpus"):
+        plan_input_from_env({})
