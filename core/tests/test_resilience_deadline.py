@@ -81,3 +81,20 @@ async def test_swallowed_cancellation_is_withdrawn():
     assert asyncio.current_task().cancelling() == 0
     await asyncio.sleep(0.02)
     await wd.stop()
+
+
+async def test_a_guard_still_armed_after_slow_after_reports_its_key_once():
+    slow: list[str] = []
+    wd = Watchdog(tick=0.01, on_slow=slow.append)
+    wd.start()
+    guard = Guard()
+    wd.arm(guard, 5, 0.03, "vllm")
+    await asyncio.sleep(0.1)
+    assert slow == ["vllm"]
+    wd.disarm(guard)
+    wd.arm(guard, 5, 0.5, "vllm")  # answered in time: no report
+    await asyncio.sleep(0.02)
+    wd.disarm(guard)
+    await asyncio.sleep(0.6)
+    assert slow == ["vllm"]
+    await wd.stop()

@@ -350,3 +350,41 @@ async def test_listeners_get_the_backends_state_and_breaker_after_each_change():
         await router.chat(req())
     assert ("a", "ready", "closed", "health") in calls
     assert ("a", "ready", "open", "breaker") in calls
+
+
+async def test_a_hung_backend_is_probed_while_a_request_still_waits_on_it():
+    hang = asyncio.Event()
+
+    async def hung(request):
+        await hang.wait()
+        return httpx.Response(200, json={"status": "ok"})
+
+    a, b = Server(), Server()
+    router = build(
+        {"a.test": a, "b.test": b},
+        policy=RouterPolicy(first_token_timeout=5, max_retries=0),
+        interval=30,
+        timeout=0.1,
+    )
+    async with router:
+        await wait_for(lambda: router.monitor.status("a").state == "ready")
+        a.default = hung
+        a.health = hung
+        task = asyncio.create_task(router.chat(req()))
+        # marked down long before the request's own 5 s first-token deadline
+        await wait_for(lambda: router.monitor.status("a").state == "down", timeout=3)
+        assert not task.done()
+        hang.set()
+        await task
+
+
+async def test_a_down_backend_is_reprobed_twice_as_often():
+    a = Server()
+    a.health = error(503)
+    router = build({"a.test": a}, interval=0.4, timeout=0.2)
+    async with router:
+        await wait_for(lambda: router.monitor.status("a").state == "down")
+        before = a.health_calls
+        await asyncio.sleep(1.0)
+        during_down = a.health_calls - before
+    assert during_down >= 4  # every 0.2 s, not every 0.4 s

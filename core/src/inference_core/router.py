@@ -170,12 +170,15 @@ class Router:
         """Requests being served right now (a stream counts until it ends or is closed)."""
         p = self.policy
         shortest = min(p.first_token_timeout, p.idle_timeout, p.request_deadline)
-        self._watchdog = Watchdog(tick=max(0.001, min(0.1, shortest / 20)))
         self.monitor = HealthMonitor(
             interval=float(getattr(settings, "health_check_interval", 60.0)),
             timeout=float(getattr(settings, "health_check_timeout", 5.0)),
             emit=self._emit,
-            clock=clock,
+        )
+        # a request kept waiting longer than a health check may take triggers a probe
+        self._slow_after = self.monitor.timeout
+        self._watchdog = Watchdog(
+            tick=max(0.001, min(0.1, shortest / 20)), on_slow=self.monitor.poke
         )
         load_errors = {
             r.name: r.error for r in getattr(plugins, "reports", ()) if getattr(r, "error", None)
@@ -505,7 +508,7 @@ class Router:
                 replica.outstanding += 1
                 first_token = policy.first_token_timeout
                 budget = remaining if remaining < first_token else first_token
-                watchdog.arm(guard, budget)
+                watchdog.arm(guard, budget, self._slow_after, backend.name)
                 try:
                     result = await self._once(op, caller, backend, replica, request, stream)
                 except asyncio.CancelledError:
@@ -529,6 +532,8 @@ class Router:
                     )
                 else:
                     breaker.on_success(trial)
+                    if backend.status.state == "down":  # it answered: re-check it now
+                        self.monitor.poke(backend.name)
                     trace.backend = backend.name
                     trace.model = replica.config.model_for(request.model)
                     if stream:

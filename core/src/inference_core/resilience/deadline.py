@@ -25,10 +25,12 @@ __all__ = ["Guard", "Watchdog"]
 class Guard:
     """One armed deadline for one task. Re-armable (a stream re-arms it for every chunk)."""
 
-    __slots__ = ("at", "cancelling", "fired", "task")
+    __slots__ = ("at", "cancelling", "fired", "slow_at", "slow_key", "task")
 
     def __init__(self) -> None:
         self.at = 0.0
+        self.slow_at = 0.0
+        self.slow_key: str | None = None  # reported to Watchdog.on_slow once slow_at passes
         self.task: asyncio.Task[object] | None = None  # None: not armed
         self.fired = False
         self.cancelling = 0
@@ -65,20 +67,37 @@ class Guard:
 class Watchdog:
     """Cancels tasks whose guard expired; one background task per router."""
 
-    def __init__(self, tick: float = 0.1, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        tick: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+        on_slow: Callable[[str], None] | None = None,
+    ) -> None:
         self.tick = tick
         self.clock = clock
+        self.on_slow = on_slow
         self._guards: set[Guard] = set()
         self._task: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------------------------------- hot path
 
-    def arm(self, guard: Guard, seconds: float) -> None:
-        """Arm ``guard`` for the current task, to fire ``seconds`` from now."""
+    def arm(
+        self, guard: Guard, seconds: float, slow_after: float = 0.0, key: str | None = None
+    ) -> None:
+        """Arm ``guard`` for the current task, to fire ``seconds`` from now.
+
+        With ``key``: if the guard is still armed ``slow_after`` seconds from now, call
+        ``on_slow(key)`` once (the router asks for a health probe of a backend that keeps a
+        request waiting: a hung server is marked down before the request itself times out).
+        """
         task = asyncio.current_task()
         if task is None:  # pragma: no cover - always called from a task
             return
-        guard.at = self.clock() + seconds
+        now = self.clock()
+        guard.at = now + seconds
+        guard.slow_key = key
+        if key is not None:
+            guard.slow_at = now + slow_after
         guard.task = task
         guard.fired = False
         guard.cancelling = task.cancelling()
@@ -114,9 +133,16 @@ class Watchdog:
             if not guards:
                 continue
             now = self.clock()
-            for guard in [g for g in guards if g.at <= now]:
-                guards.discard(guard)
-                task = guard.task
-                if task is not None and not task.done() and not guard.fired:
-                    guard.fired = True
-                    task.cancel()
+            for guard in list(guards):
+                if guard.at <= now:
+                    guards.discard(guard)
+                    task = guard.task
+                    if task is not None and not task.done() and not guard.fired:
+                        guard.fired = True
+                        task.cancel()
+                elif guard.slow_key is not None and guard.slow_at <= now:
+                    key, guard.slow_key = guard.slow_key, None
+                    if self.on_slow is not None:
+                        # a callback bug must not kill the watchdog
+                        with contextlib.suppress(Exception):
+                            self.on_slow(key)

@@ -5,7 +5,10 @@ bounded by ``timeout`` (``asyncio.timeout``).  A hook that raises, times out or 
 something other than a :class:`~inference_core.models.Health` counts as ``down``; the task
 itself never dies of it.  A passive failure (a real request that found the backend unavailable)
 calls :meth:`HealthMonitor.poke`, which probes that backend at once (at most once per
-``min_gap`` seconds), so a dead backend is marked down within ``interval + timeout``.
+``min_gap`` seconds), so a dead backend is marked down within ``interval + timeout``; the
+router also pokes when a request has waited longer than ``timeout`` (a hung server) and when a
+request succeeds on a backend marked down.  A backend that is down or loading is re-probed
+every ``interval / 2``.
 
 State changes are logged (one line each) and passed to ``emit`` as :class:`StateChange`
 objects; the router fans them out to its listeners (metrics, the gateway).
@@ -100,7 +103,7 @@ class HealthMonitor:
     ) -> None:
         self.interval = interval
         self.timeout = timeout
-        self.min_gap = min(1.0, interval) if min_gap is None else min_gap
+        self.min_gap = min(1.0, interval / 4) if min_gap is None else min_gap
         self._emit = emit
         self._clock = clock
         self._targets: dict[str, _Target] = {}
@@ -248,8 +251,13 @@ class HealthMonitor:
                 raise
             except Exception:  # pragma: no cover - check() handles hook errors itself
                 logger.exception("health check of %s failed", target.name)
+            # a backend that is down or loading is re-probed twice as often, so that its
+            # recovery is seen well within one interval
+            wait = self.interval
+            if target.status.state in ("down", "loading"):
+                wait = self.interval / 2
             try:
-                async with asyncio.timeout(self.interval):
+                async with asyncio.timeout(wait):
                     await event.wait()
                 # poked by a passive failure: probe again, but not more often than min_gap
                 gap = target.last_probe + self.min_gap - self._clock()
