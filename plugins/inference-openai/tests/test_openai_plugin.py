@@ -345,3 +345,54 @@ async def test_embed_model_option(server, config, http):
     cfg = config(aliases={"emb": "text-embedding-3-large"}, options={"embed_model": "small"})
     await plugin.embed(request=EmbeddingRequest(model="emb", input="x"), config=cfg, http=http)
     assert server.last("/v1/embeddings").json["model"] == "text-embedding-3-large"
+
+
+async def test_stale_pooled_connection_is_resent_once(client_kind):
+    calls = []
+
+    def handler(request):
+        calls.append(request)
+        if len(calls) == 1:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        return httpx.Response(
+            200,
+            json={
+                "id": "c",
+                "object": "chat.completion",
+                "created": 1,
+                "model": "m",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "hi"},
+                        "finish_reason": "stop",
+                    }
+                ],
+            },
+        )
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        cfg = make_config(
+            "openai", base_url="http://x.test/v1", api_key="k", options={"client": client_kind}
+        )
+        r = await plugin.chat(request=chat_request(), config=cfg, http=http)
+    assert r.choices[0].message.content == "hi"
+    assert len(calls) == 2
+
+
+async def test_vllm_max_model_len_is_a_context_limit(client_kind):
+    body = {
+        "error": {
+            "message": "max_tokens=4096 cannot be greater than max_model_len=512.",
+            "type": "BadRequestError",
+            "param": "max_tokens",
+            "code": 400,
+        }
+    }
+    transport = httpx.MockTransport(lambda r: httpx.Response(400, json=body))
+    async with httpx.AsyncClient(transport=transport) as http:
+        cfg = make_config(
+            "openai", base_url="http://x.test/v1", api_key="k", options={"client": client_kind}
+        )
+        with pytest.raises(ContextLengthExceeded):
+            await plugin.chat(request=chat_request(max_tokens=4096), config=cfg, http=http)

@@ -11,7 +11,9 @@ import httpx
 from inference_core import (
     AuthenticationFailed,
     BackendConfig,
+    BadRequest,
     ConfigError,
+    ContextLengthExceeded,
     Health,
     ModelInfo,
     RateLimited,
@@ -80,11 +82,17 @@ def insufficient_quota(exc: RateLimited) -> bool:
 
 
 def refine(exc: Exception, config: BackendConfig) -> Exception:
-    """OpenAI-specific refinements of core's mapping (billing 429 is not a load 429)."""
+    """Refinements of core's mapping for what OpenAI-compatible services say.
+
+    A billing 429 (``insufficient_quota``) is not a load 429; vLLM's "max_tokens ... cannot be
+    greater than max_model_len" is this backend's context limit, which a larger one may serve.
+    """
     if isinstance(exc, RateLimited) and insufficient_quota(exc):
         return AuthenticationFailed(
             f"insufficient quota (billing): {exc.message}", backend=config.name
         )
+    if type(exc) is BadRequest and "max_model_len" in exc.message:
+        return ContextLengthExceeded(exc.message, backend=config.name, param=exc.param)
     return exc
 
 
@@ -108,7 +116,7 @@ async def _send(
             timeout=timeout_for(config),
             stream=stream,
         )
-    except RateLimited as exc:
+    except (RateLimited, BadRequest) as exc:
         raise refine(exc, config) from None
 
 

@@ -124,7 +124,8 @@ def map_error(exc: BaseException, config: BackendConfig) -> BackendError:
         if isinstance(exc, openai.BadRequestError):
             if exc.code == "context_length_exceeded":
                 return ContextLengthExceeded(message, backend=backend, param=exc.param)
-            return BadRequest(message, backend=backend, param=exc.param, code=exc.code)
+            bad = BadRequest(message, backend=backend, param=exc.param, code=exc.code)
+            return refine(bad, config)  # type: ignore[return-value]
         if exc.status_code >= 500:
             return BackendUnavailable(f"HTTP {exc.status_code}: {message}", backend=backend)
         return error_for_response(
@@ -142,12 +143,30 @@ async def _call(config: BackendConfig, method: Any, kwargs: dict[str, Any]) -> A
 
     if not config.secret():  # keyless service: send no Authorization header at all
         kwargs["extra_headers"] = {"Authorization": openai.Omit()}
-    try:
-        return await method(**kwargs)
-    except openai.OpenAIError as exc:
-        raise map_error(exc, config) from None
-    except ValueError:  # a 200 whose JSON body is cut or malformed
-        raise BackendUnavailable("malformed JSON from the backend", backend=config.name) from None
+    for attempt in (1, 2):
+        try:
+            return await method(**kwargs)
+        except openai.APIConnectionError as exc:
+            # A pooled connection the server had closed (llama.cpp does after every stream):
+            # nothing was processed, so resend once on a fresh one, as core's send() does.
+            if attempt == 1 and _stale(exc):
+                continue
+            raise map_error(exc, config) from None
+        except openai.OpenAIError as exc:
+            raise map_error(exc, config) from None
+        except ValueError:  # a 200 whose JSON body is cut or malformed
+            raise BackendUnavailable(
+                "malformed JSON from the backend", backend=config.name
+            ) from None
+    raise AssertionError("unreachable")
+
+
+def _stale(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    text = str(cause) if cause is not None else ""
+    return type(cause).__name__ == "RemoteProtocolError" and (
+        "without sending a response" in text or "Server disconnected" in text
+    )
 
 
 async def _relay(stream: Any, model: type[Any], config: BackendConfig) -> AsyncIterator[Any]:
