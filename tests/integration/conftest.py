@@ -70,8 +70,8 @@ def llama_assets(llamacpp_url: str) -> dict[str, Path]:
         pass
 
     return {
-        "server_bin": provision.ensure_llama_server(None, quiet),
-        "model_path": provision.ensure_default_model(quiet),
+        "server_bin": provision.ensure_llama_server(progress=quiet),
+        "model_path": provision.ensure_default_model(progress=quiet),
         "chat_template": provision.ensure_chat_template(),
     }
 

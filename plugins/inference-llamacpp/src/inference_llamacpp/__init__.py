@@ -410,7 +410,7 @@ class LlamaCppPlugin:
                 )
             server_bin = Path(binary)
         else:
-            server_bin = provision.ensure_llama_server(None, progress)
+            server_bin = provision.ensure_llama_server(progress=progress)
         model_opt = _option(config, "model_path")
         if model_opt:
             model = Path(model_opt).expanduser()
@@ -423,7 +423,7 @@ class LlamaCppPlugin:
             template_opt = _option(config, "chat_template_file")
             template = Path(template_opt) if template_opt else None
         else:
-            model = provision.ensure_default_model(progress)
+            model = provision.ensure_default_model(progress=progress)
             default_alias = DEFAULT_ALIAS
             template_opt = _option(config, "chat_template_file")
             template = Path(template_opt) if template_opt else provision.ensure_chat_template()
