@@ -744,7 +744,8 @@ class Router:
     def ready(self) -> bool:
         """True when at least one backend is loaded, not marked down, and takes requests."""
         return any(
-            b.status.state in ("ready", "unknown") and b.replicas.available() for b in self._live
+            b.status.state in ("ready", "unknown") and b.replicas.breaker_state() != "open"
+            for b in self._live
         )
 
     async def list_models(self) -> list[ModelInfo]:
