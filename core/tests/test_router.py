@@ -743,3 +743,36 @@ async def test_a_timeout_falls_back_at_once_but_the_last_backend_is_retried():
             await router.chat(req())
     assert [x.backend for x in info.value.attempts] == ["a", "b", "b"]
     assert {x.kind for x in info.value.attempts} == {"timeout"}
+
+
+async def test_no_backend_with_the_capability_is_a_4xx_not_a_503():
+    from inference_core.errors import CapabilityNotSupported
+
+    a = Server(error(404, {"detail": "Not Found"}))
+    b = Server(error(501, {"error": {"message": "embeddings are not enabled"}}))
+    router = build(two(a, b))
+    async with router:
+        with pytest.raises(CapabilityNotSupported) as info:
+            await router.embed({"input": "x"})
+    assert info.value.status == 400
+    assert info.value.backend == "b"
+
+
+async def test_streamed_completions_use_the_same_stream_wrapper():
+    body = (
+        b'data: {"id":"c","object":"text_completion","created":1,"model":"m",'
+        b'"choices":[{"index":0,"text":"ok"}]}\n\n'
+        b'data: {"id":"c","object":"text_completion","created":1,"model":"m",'
+        b'"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}\n\n'
+        b"data: [DONE]\n\n"
+    )
+    a = Server(error(503))
+    b = Server(httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body))
+    router = build(two(a, b), policy=NO_RETRY)
+    trace = RequestTrace()
+    async with router:
+        stream = await router.complete({"prompt": "x", "stream": True}, trace=trace)
+        parts = [c async for c in stream]
+    assert parts[0].choices[0].text == "ok"
+    assert trace.usage.total_tokens == 2
+    assert trace.backend == "b"

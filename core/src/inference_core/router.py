@@ -584,8 +584,8 @@ class Router:
                             await self._sleep(delay)
                         continue
                 break
-        if errors and all(isinstance(e, BadRequest) for e in errors):
-            raise errors[-1]
+        if errors and all(isinstance(e, BadRequest | CapabilityNotSupported) for e in errors):
+            raise errors[-1]  # nobody can serve this request as it is: a 4xx, not a 503
         if not attempts:
             for b in self._chain:
                 if b.load_error:
