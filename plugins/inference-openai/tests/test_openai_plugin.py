@@ -301,6 +301,13 @@ async def test_health_ready_uses_models_endpoint(server, config, http):
     assert [r.path for r in server.requests] == ["/v1/models"]  # never a paid call
 
 
+def test_redact_key_fragments():
+    message = "Incorrect API key provided: sk-proj-********abcd. You can find your API key at ..."
+    assert inference_openai.plugin.redact(message) == (
+        "Incorrect API key provided: sk-****. You can find your API key at ..."
+    )
+
+
 @pytest.mark.parametrize(
     ("setup", "detail"),
     [
@@ -314,6 +321,7 @@ async def test_health_down(server, config, http, setup, detail):
     assert health.state == "down"
     assert detail in health.detail
     assert "sk-wrong" not in health.detail
+    assert "sk-fa" not in health.detail  # the fragment the service echoed is hidden too
 
 
 async def test_health_down_on_500(server, config, http):

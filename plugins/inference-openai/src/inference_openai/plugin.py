@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -11,6 +12,7 @@ import httpx
 from inference_core import (
     AuthenticationFailed,
     BackendConfig,
+    BackendError,
     BadRequest,
     ConfigError,
     ContextLengthExceeded,
@@ -81,12 +83,24 @@ def insufficient_quota(exc: RateLimited) -> bool:
     return "insufficient_quota" in exc.message or "exceeded your current quota" in exc.message
 
 
+_KEY_LIKE = re.compile(r"\b(sk-|key-)[A-Za-z0-9_*\-]{4,}")
+
+
+def redact(message: str) -> str:
+    """Hide key fragments a service echoes ("Incorrect API key provided: sk-ab***wxyz")."""
+    return _KEY_LIKE.sub(r"\1****", message)
+
+
 def refine(exc: Exception, config: BackendConfig) -> Exception:
     """Refinements of core's mapping for what OpenAI-compatible services say.
 
-    A billing 429 (``insufficient_quota``) is not a load 429; vLLM's "max_tokens ... cannot be
-    greater than max_model_len" is this backend's context limit, which a larger one may serve.
+    Echoed key fragments are redacted; a billing 429 (``insufficient_quota``) is not a load
+    429; vLLM's "max_tokens ... cannot be greater than max_model_len" is this backend's
+    context limit, which a larger one may serve.
     """
+    if isinstance(exc, BackendError) and _KEY_LIKE.search(exc.message):
+        exc.message = redact(exc.message)
+        exc.args = (exc.message,)
     if isinstance(exc, RateLimited) and insufficient_quota(exc):
         return AuthenticationFailed(
             f"insufficient quota (billing): {exc.message}", backend=config.name
@@ -116,7 +130,7 @@ async def _send(
             timeout=timeout_for(config),
             stream=stream,
         )
-    except (RateLimited, BadRequest) as exc:
+    except BackendError as exc:
         raise refine(exc, config) from None
 
 
@@ -197,9 +211,12 @@ async def list_models(config: BackendConfig, http: httpx.AsyncClient) -> list[Mo
     """``GET {base}/models``, each model tagged with this backend's name."""
     if (err := missing_key(config)) is not None:
         raise err
-    return await openai_compat.list_models(
-        http, config, path="/models", headers=extra_headers(config)
-    )
+    try:
+        return await openai_compat.list_models(
+            http, config, path="/models", headers=extra_headers(config)
+        )
+    except BackendError as exc:
+        raise refine(exc, config) from None
 
 
 @hookimpl

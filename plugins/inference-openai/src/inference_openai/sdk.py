@@ -34,7 +34,7 @@ from inference_core import (
 from inference_core.http import error_for_event, error_for_response, parse_retry_after
 from inference_core.models import ChatChunk, ChatResponse, CompletionResponse, EmbeddingResponse
 
-from .plugin import refine, timeout_for
+from .plugin import redact, refine, timeout_for
 
 if TYPE_CHECKING:
     import httpx
@@ -118,7 +118,7 @@ def map_error(exc: BaseException, config: BackendConfig) -> BackendError:
             )
             return refine(err, config)  # type: ignore[return-value]
         if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
-            return AuthenticationFailed(message, backend=backend)
+            return AuthenticationFailed(redact(message), backend=backend)
         if isinstance(exc, openai.NotFoundError):
             return ModelNotFound(message, backend=backend)
         if isinstance(exc, openai.BadRequestError):
