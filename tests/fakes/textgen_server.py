@@ -52,6 +52,8 @@ class FakeTextgenServer(FakeOpenAIServer):
         self.admin_key = admin_key
         self.load_delay = load_delay
         self.legacy_stream = legacy_stream
+        #: answer a failed load with 200 (some builds return, not raise, the HTTPException)
+        self.silent_load_failure = False
         self.done_after_error = True  # modules/api/script.py: error event, then [DONE]
         self.embedding_model_name = "sentence-transformers/all-mpnet-base-v2"
         self.loads: list[str] = []
@@ -182,6 +184,9 @@ class FakeTextgenServer(FakeOpenAIServer):
             return self.error_response(int(rec.behaviour), rec)
         name = (rec.json or {}).get("model_name") if isinstance(rec.json, dict) else None
         if name not in self.available:
+            if self.silent_load_failure:  # builds that `return` the HTTPException: a 200
+                body = {"status_code": 400, "detail": "Failed to load the model.", "headers": None}
+                return JSONResponse(body)
             return JSONResponse({"detail": "Failed to load the model."}, status_code=400)
         if self.load_delay:
             await asyncio.sleep(self.load_delay)

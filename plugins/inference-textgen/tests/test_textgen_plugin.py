@@ -294,3 +294,17 @@ async def test_stream_usage_moved_only_when_asked_legacy_server(plugin, server, 
     assert plain[-1].choices[0].finish_reason == "stop"
     assert plain[-1].usage.total_tokens > 0
     assert all(c.raw is not None for c in plain)
+
+
+async def test_load_that_silently_fails_is_a_capability_gap(plugin, server, config, http):
+    server.silent_load_failure = True  # 200 {"status_code": 400, ...} and nothing loaded
+    cfg = config(model="missing.gguf", options={"autoload": "true"})
+    with pytest.raises(CapabilityNotSupported, match="did not load"):
+        await plugin.chat(request=chat_request(), config=cfg, http=http)
+
+
+async def test_autoload_without_admin_access_serves_the_loaded_model(plugin, server, config, http):
+    cfg = config(options={"autoload": "true", "admin_key": "wrong"})
+    r = await plugin.chat(request=chat_request(model=OTHER), config=cfg, http=http)
+    assert r.model == LOADED
+    assert server.loads == []

@@ -160,7 +160,13 @@ class TextgenPlugin:
                     f"text-generation-webui could not load {model!r}: {exc.message}",
                     backend=config.name,
                 ) from None
-            self._info[config.base_url or ""] = (time.monotonic(), model)
+            # some builds answer a failed load with a 200: believe the model info, not the reply
+            loaded = await self.loaded_model(http, config, fresh=True)
+            if loaded != model:
+                raise CapabilityNotSupported(
+                    f"text-generation-webui did not load {model!r} (loaded: {loaded})",
+                    backend=config.name,
+                )
 
     async def _wanted(
         self, http: httpx.AsyncClient, config: BackendConfig, requested: str
@@ -174,7 +180,11 @@ class TextgenPlugin:
             return config.model_for(requested)
         if not requested or requested == "default":
             return None
-        return requested if requested in await self.available_models(http, config) else None
+        try:
+            available = await self.available_models(http, config)
+        except InferenceError:
+            return None  # no admin access: serve with the loaded model
+        return requested if requested in available else None
 
     async def _prepare(
         self, http: httpx.AsyncClient, config: BackendConfig, request: Any
