@@ -277,3 +277,20 @@ def test_strip_credentials():
     )
     assert strip_credentials("http://h/x?api_key=abc&y=1") == "http://h/x?api_key=****&y=1"
     assert strip_credentials("nothing here") == "nothing here"
+
+
+@given(
+    loads=st.lists(st.integers(0, 5), min_size=2, max_size=6),
+    ejected=st.lists(st.booleans(), min_size=6, max_size=6),
+)
+def test_pick_is_always_a_least_loaded_eligible_replica(loads, ejected):
+    rs = replicas(len(loads))
+    for r, load, out in zip(rs.replicas, loads, ejected, strict=False):
+        r.outstanding = load
+        if out:
+            r.state = "down"
+    eligible = [r for r in rs.replicas if r.eligible] or rs.replicas
+    for _ in range(len(loads)):
+        picked = rs.pick()
+        assert picked in eligible
+        assert picked.outstanding == min(r.outstanding for r in eligible)

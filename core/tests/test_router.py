@@ -776,3 +776,19 @@ async def test_streamed_completions_use_the_same_stream_wrapper():
     assert parts[0].choices[0].text == "ok"
     assert trace.usage.total_tokens == 2
     assert trace.backend == "b"
+
+
+async def test_aclose_waits_for_an_open_stream_and_leaves_no_task_behind():
+    from test_router_helpers import ok_stream
+
+    router = build({"a.test": Server(ok_stream(3))}, interval=0.05)
+    await router.start()
+    stream = await router.chat(req(stream=True))
+    closing = asyncio.create_task(router.aclose(drain_timeout=5))
+    await asyncio.sleep(0.05)
+    assert not closing.done(), "an open stream is in flight"
+    chunks = [c async for c in stream]
+    await closing
+    assert len(chunks) == 4
+    names = {t.get_name() for t in asyncio.all_tasks()}
+    assert not {n for n in names if n.startswith(("health:", "watchdog"))}
