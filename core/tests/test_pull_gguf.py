@@ -291,3 +291,46 @@ def test_cli_pull_llamacpp_local_file_with_dest_and_sha(tmp_path: Path) -> None:
     result = runner.invoke(app, [*args[:-3], "--filename", "other.gguf", "--sha256", "1" * 64])
     assert result.exit_code == pull.EXIT_CHECKSUM
     assert not (dest / "other.gguf").exists()
+
+
+def test_disk_filling_up_mid_download_keeps_the_part_and_resumes(
+    server, tmp_path: Path, monkeypatch
+) -> None:
+    """ENOSPC from write() after 1 MB: exit 5, the bytes written so far kept, then a resume."""
+    base, b = server
+    real_open = Path.open
+
+    class FullDisk:
+        def __init__(self, f) -> None:
+            self.f, self.room = f, 1_000_000
+
+        def write(self, data: bytes) -> int:
+            if len(data) > self.room:
+                self.f.write(data[: self.room])
+                self.room = 0
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.room -= len(data)
+            return self.f.write(data)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.f.close()
+
+    def fake_open(self: Path, mode: str = "r", *args, **kwargs):
+        f = real_open(self, mode, *args, **kwargs)
+        return FullDisk(f) if self.suffix == ".part" and "w" in mode else f
+
+    monkeypatch.setattr(Path, "open", fake_open)
+    code, out = run(url(base), tmp_path, sha256=SHA)
+    assert code == pull.EXIT_NO_SPACE
+    assert "disk filled up" in out
+    assert "run the same command again" in out
+    part = tmp_path / "tiny.Q4_K_M.gguf.part"
+    assert part.stat().st_size == 1_000_000
+    monkeypatch.setattr(Path, "open", real_open)
+    code, out = run(url(base), tmp_path, sha256=SHA)
+    assert code == pull.EXIT_OK, out
+    assert b.range_headers[-1] == "bytes=1000000-"
+    assert (tmp_path / "tiny.Q4_K_M.gguf").read_bytes() == CONTENT
