@@ -1,13 +1,12 @@
-"""uvicorn's httptools protocol with corked writes: one ``send()`` syscall per response burst.
+"""uvicorn's httptools protocol with corked writes: headers and body in one ``send()``.
 
 uvicorn writes a response's status line and headers (``http.response.start``) and each body
-message with separate ``transport.write`` calls, i.e. one loopback/TCP send each.  Here the
-writes made while the app runs are collected and go out together: at once when the response
-completes (``on_response_complete``), when more than 64 KiB are pending, when the connection
-closes, and otherwise at the end of the current event-loop turn (``call_soon``), i.e. when
-the handler next waits (a stream waiting for its upstream).  No byte waits for anything but
-the running handler's own synchronous work.  Saves one send syscall per non-streamed
-response and per stream start (measured: see docs/benchmarks.md).
+message with separate ``transport.write`` calls, i.e. one loopback/TCP send each.  Here a
+write is held back until the next one, and the two go out together at once: the headers ride
+with the first body bytes (a whole non-streamed response, or a stream's first chunk) in one
+syscall.  A held write never waits longer than the current event-loop turn (``call_soon``:
+until the handler next waits, e.g. a stream waiting for its upstream), nor past the response's
+end, a close, or 64 KiB.  Saves one send syscall per response (see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -36,12 +35,16 @@ class _CorkedTransport:
     def write(self, data: bytes) -> None:
         if not data:
             return
-        if not self._buf:
-            self._loop.call_soon(self.flush)
+        if self._buf:  # a second write: both go out now, as one
+            self._buf.append(data)
+            self.flush()
+            return
         self._buf.append(data)
-        self._size += len(data)
+        self._size = len(data)
         if self._size > _MAX_PENDING:
             self.flush()
+        else:
+            self._loop.call_soon(self.flush)
 
     def flush(self) -> None:
         buf = self._buf

@@ -198,6 +198,14 @@ def _check_int_range(request: WireModel) -> None:
         )
 
 
+def _raw_of(obj: Any) -> bytes | None:
+    """``obj.raw`` without pydantic's ``__getattr__`` slow path (4 us -> 0.1 us per chunk)."""
+    private = getattr(obj, "__pydantic_private__", None)
+    if private:
+        return private.get("_raw")
+    return None
+
+
 def _float_b64(vector: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
 
@@ -473,7 +481,7 @@ class Gateway:
             result = await call(request, trace=trace)
             waited = perf_counter() - t1
             if isinstance(result, WireModel):
-                raw = result.raw
+                raw = _raw_of(result)
                 if isinstance(result, EmbeddingResponse):
                     raw = self._embedding_body(result, request, raw)
                 elif raw is None:
@@ -592,7 +600,7 @@ class Gateway:
                             chunk = await pending
                     except StopAsyncIteration:
                         break
-                    raw = chunk.raw
+                    raw = _raw_of(chunk)
                     usage = chunk.usage  # type: ignore[attr-defined]
                     if usage is not None:
                         usage_seen = usage
