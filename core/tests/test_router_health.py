@@ -168,8 +168,20 @@ async def test_health_report_shape():
     assert a["cooldown_remaining"] == 0
     assert datetime.fromisoformat(a["last_check"]).tzinfo is not None
     assert a["replicas"] == [
-        {"url": "http://a.test", "state": "ready", "outstanding": 0, "breaker": "closed"},
-        {"url": "http://a2.test", "state": "ready", "outstanding": 0, "breaker": "closed"},
+        {
+            "url": "http://a.test",
+            "state": "ready",
+            "outstanding": 0,
+            "breaker": "closed",
+            "external_load": 0.0,
+        },
+        {
+            "url": "http://a2.test",
+            "state": "ready",
+            "outstanding": 0,
+            "breaker": "closed",
+            "external_load": 0.0,
+        },
     ]
     assert SECRET not in str(report)
 
@@ -388,3 +400,21 @@ async def test_a_down_backend_is_reprobed_twice_as_often():
         await asyncio.sleep(1.0)
         during_down = a.health_calls - before
     assert during_down >= 4  # every 0.2 s, not every 0.4 s
+
+
+async def test_server_reported_load_from_other_clients_steers_the_balancer():
+    class Loaded(CompatPlugin):
+        @hookimpl
+        async def health(self, config, http):
+            busy = 7 if "r1" in config.base_url else 1  # other gateways keep r1 busy
+            return Health(state="ready", load=busy)
+
+    r1, r2 = Server(), Server()
+    configs = [config("v", base_urls=("http://r1.test", "http://r2.test"))]
+    router = build({"r1.test": r1, "r2.test": r2}, configs=configs, plugins={"v": Loaded()})
+    async with router:
+        report = await router.health(refresh=True)
+        for _ in range(4):
+            await router.chat(req())
+    assert [r["external_load"] for r in report["v"]["replicas"]] == [7.0, 1.0]
+    assert (len(r1.requests), len(r2.requests)) == (0, 4)

@@ -2,9 +2,14 @@
 
 A backend configured with several base URLs (``INFERENCE_<NAME>_BASE_URL=a,b``) has one
 :class:`Replica` per URL, each with its own breaker, health state and cached
-``config.for_replica(url)``.  :meth:`ReplicaSet.pick` prefers replicas whose breaker lets a
-request through and whose last probe did not say ``down``; when every replica is ejected it
-still picks one (least outstanding), so a request is never refused here.
+``config.for_replica(url)``.  The load of a replica is the requests this router has outstanding
+on it, plus, when the plugin's ``health`` result carries ``load`` (an extra field: requests
+running + waiting on that server, e.g. vLLM's ``num_requests_running + num_requests_waiting``),
+the part of that load that came from other clients at the last probe.
+
+:meth:`ReplicaSet.pick` takes the least loaded replica (ties round-robin) among those whose
+breaker lets a request through and whose last probe did not say ``down``; when every replica is
+ejected it still picks one, so a request is never refused here.
 """
 
 from __future__ import annotations
@@ -38,7 +43,16 @@ def strip_credentials(text: str) -> str:
 class Replica:
     """One URL of a backend."""
 
-    __slots__ = ("breaker", "config", "detail", "display_url", "outstanding", "state", "url")
+    __slots__ = (
+        "breaker",
+        "config",
+        "detail",
+        "display_url",
+        "external",
+        "outstanding",
+        "state",
+        "url",
+    )
 
     def __init__(self, url: str, config: BackendConfig, breaker: CircuitBreaker) -> None:
         self.url = url
@@ -46,6 +60,7 @@ class Replica:
         self.config = config
         self.breaker = breaker
         self.outstanding = 0
+        self.external = 0.0  # the server's load from other clients, when its probe reports it
         self.state: str = "unknown"  # the last active probe: ready / loading / down / unknown
         self.detail: str | None = None
 
@@ -59,6 +74,7 @@ class Replica:
             "state": self.state,
             "outstanding": self.outstanding,
             "breaker": self.breaker.state,
+            "external_load": self.external,
         }
 
 
@@ -113,10 +129,12 @@ class ReplicaSet:
         start = self._rr % n
         self._rr += 1
         best = candidates[start]
+        best_load = best.outstanding + best.external
         for i in range(1, n):
             r = candidates[(start + i) % n]
-            if r.outstanding < best.outstanding:
-                best = r
+            load = r.outstanding + r.external
+            if load < best_load:
+                best, best_load = r, load
         return best
 
     def breaker_state(self) -> BreakerState:

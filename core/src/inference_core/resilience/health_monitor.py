@@ -193,6 +193,11 @@ class HealthMonitor:
             result = result.model_copy(
                 update={"latency_ms": round((time.perf_counter() - started) * 1000, 2)}
             )
+        if result is not None:
+            load = (result.model_extra or {}).get("load")
+            if isinstance(load, int | float) and not isinstance(load, bool):
+                # what other clients (other gateways) have running there right now
+                replica.external = max(0.0, float(load) - replica.outstanding)
         if len(target.replicas.replicas) > 1:
             new = result.state if result is not None else "unknown"
             old = replica.state
