@@ -31,6 +31,7 @@ SHA = hashlib.sha256(CONTENT).hexdigest()
 class Behaviour:
     cut_after: int | None = None  # send this many body bytes, then drop the connection
     ranges: bool = True  # honour Range requests with 206
+    bad_range: bool = False  # answer a Range request with 206 for the whole file (wrong offset)
     range_headers: list[str | None] = field(default_factory=list)
 
 
@@ -60,7 +61,10 @@ class GGUFHandler(BaseHTTPRequestHandler):
             return
         start = 0
         m = re.fullmatch(r"bytes=(\d+)-", rng or "")
-        if m and b.ranges:
+        if m and b.bad_range:
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes 0-{len(CONTENT) - 1}/{len(CONTENT)}")
+        elif m and b.ranges:
             start = int(m.group(1))
             if start >= len(CONTENT):
                 self.send_response(416)
@@ -333,4 +337,15 @@ def test_disk_filling_up_mid_download_keeps_the_part_and_resumes(
     code, out = run(url(base), tmp_path, sha256=SHA)
     assert code == pull.EXIT_OK, out
     assert b.range_headers[-1] == "bytes=1000000-"
+    assert (tmp_path / "tiny.Q4_K_M.gguf").read_bytes() == CONTENT
+
+
+def test_a_resume_at_the_wrong_offset_restarts_cleanly(server, tmp_path: Path) -> None:
+    base, b = server
+    (tmp_path / "tiny.Q4_K_M.gguf.part").write_bytes(CONTENT[:5000])
+    b.bad_range = True
+    code, out = run(url(base), tmp_path, sha256=SHA)
+    assert code == pull.EXIT_OK, out
+    assert "wrong offset" in out
+    assert b.range_headers == ["bytes=5000-", None]
     assert (tmp_path / "tiny.Q4_K_M.gguf").read_bytes() == CONTENT

@@ -21,6 +21,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -394,7 +395,18 @@ def _download(
                 raise PullError(EXIT_ERROR, f"{url} answered HTTP {status}")
             h = hashlib.sha256()
             if status == 206 and offset:
-                total = _content_range_total(resp.headers.get("content-range"))
+                content_range = resp.headers.get("content-range") or ""
+                start = re.match(r"bytes (\d+)-", content_range)
+                if start is None or int(start.group(1)) != offset:
+                    if _restarted:
+                        raise PullError(EXIT_ERROR, f"{url} answered a range it was not asked for")
+                    part.unlink(missing_ok=True)
+                    console.print("the server resumed at the wrong offset; restarting")
+                    return _download(
+                        url, final, part, sha256=sha256, console=console, quiet=quiet, env=env,
+                        timeout=timeout, _restarted=True,
+                    )  # fmt: skip
+                total = _content_range_total(content_range)
                 mode = "ab"
                 _hash_file(part, h)
                 console.print(f"resuming {final.name} at {_human(offset)}")
