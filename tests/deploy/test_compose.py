@@ -287,3 +287,10 @@ def test_interpolation_helper_follows_compose_rules(compose_tools) -> None:
     assert f("${A:+set}", {"A": "1"}) == "set"
     with pytest.raises(compose_tools["InterpolationError"]):
         f("${A:?required}", {})
+
+
+def test_deployment_doc_names_the_pinned_images(compose, compose_tools) -> None:
+    doc = (ROOT / "docs" / "deployment.md").read_text()
+    for name in compose["services"]:
+        ref = image_ref(compose, name, compose_tools)
+        assert f"`{ref}`" in doc, (name, ref)
