@@ -222,3 +222,26 @@ def test_register_adds_pull_and_doctor_to_the_inference_app() -> None:
     result = runner.invoke(app, ["pull", "some-model", "--backend", "vllm"])
     assert result.exit_code == 2
     assert "huggingface-cli download" in result.output
+
+
+def test_real_ollama_plugin_against_the_ollama_fake() -> None:
+    """The installed Ollama plugin, through doctor, against tests/fakes' Ollama server."""
+    pytest.importorskip("inference_ollama")
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from tests.fakes.ollama_server import FakeOllamaServer
+
+    with FakeOllamaServer(models=["llama3.1:8b"]) as fake:
+        env = {"INFERENCE_PROVIDER": "ollama", "INFERENCE_OLLAMA_BASE_URL": fake.url}
+        code, out = run({**env, "INFERENCE_OLLAMA_MODEL": "llama3.1:8b"}, {})
+        assert code == 0, out
+        code, out = run({**env, "INFERENCE_OLLAMA_MODEL": "mistral:7b"}, {})
+        assert code == 1, out
+        assert "primary ollama is not usable" in out
+        # the plugin's own health says the model is not pulled, and how to pull it
+        assert "mistral:7b" in out
+        assert "pull" in out.split("primary ollama")[0]
