@@ -61,6 +61,7 @@ class Outcome:
     detail: str = ""
     backend: str | None = None  # the gateway's x-inference-backend header, when it sent one
     midstream: bool = False  # an in-band error after >= 1 chunk had reached the client
+    request_id: str = ""  # sent as x-request-id (the gateway logs it)
 
 
 @dataclass
@@ -103,7 +104,7 @@ class LoadResult:
         for o in self.outcomes:
             if o.kind in kinds and len(out.setdefault(o.kind, [])) < limit:
                 out[o.kind].append(
-                    f"t={o.t_start:.2f}s {'stream' if o.stream else 'json'} "
+                    f"t={o.t_start:.2f}s {'stream' if o.stream else 'json'} {o.request_id} "
                     f"status={o.status} {o.detail}"
                 )
         return out
@@ -248,7 +249,15 @@ def _payload(i: int, stream: bool, model: str, max_tokens: int) -> dict[str, Any
 
 
 async def _one(
-    client, url: str, i: int, stream: bool, model: str, max_tokens: int, t0: float, deadline: float
+    client,
+    url: str,
+    i: int,
+    stream: bool,
+    model: str,
+    max_tokens: int,
+    t0: float,
+    deadline: float,
+    rid: str = "",
 ) -> Outcome:
     import httpx
 
@@ -261,12 +270,13 @@ async def _one(
     async def go() -> tuple[str, str]:
         nonlocal status, got_200_stream, backend
         payload = _payload(i, stream, model, max_tokens)
+        hdrs = {"x-request-id": rid} if rid else None
         if not stream:
-            r = await client.post(url, json=payload)
+            r = await client.post(url, json=payload, headers=hdrs)
             status = r.status_code
             backend = r.headers.get("x-inference-backend")
             return classify_json(r.status_code, r.headers.get("content-type", ""), r.content)
-        async with client.stream("POST", url, json=payload) as r:
+        async with client.stream("POST", url, json=payload, headers=hdrs) as r:
             status = r.status_code
             backend = r.headers.get("x-inference-backend")
             ctype = r.headers.get("content-type", "")
@@ -302,7 +312,9 @@ async def _one(
         else:
             kind, detail = "malformed", f"transport error: {type(exc).__name__}: {exc}"
     mid = kind == "failed_well_formed" and state.midstream
-    return Outcome(kind, stream, start - t0, time.monotonic() - start, status, detail, backend, mid)
+    return Outcome(
+        kind, stream, start - t0, time.monotonic() - start, status, detail, backend, mid, rid
+    )
 
 
 async def run_load(
@@ -320,6 +332,7 @@ async def run_load(
     on_outcome: Callable[[Outcome], None] | None = None,
     api_key: str | None = None,
     stop: asyncio.Event | None = None,
+    request_id_prefix: str = "chaos",
 ) -> LoadResult:
     """Send ``total`` requests (paced at ``rate``/s if given) with ``concurrency`` clients.
 
@@ -352,7 +365,8 @@ async def run_load(
                 if time.monotonic() - started > max_duration or (stop and stop.is_set()):
                     return
                 stream = stream_every > 0 and i % stream_every == 0
-                o = await _one(client, url, i, stream, model, max_tokens, t0, deadline)
+                o = await _one(client, url, i, stream, model, max_tokens, t0, deadline,
+                               f"{request_id_prefix}-{i}")  # fmt: skip
                 result.outcomes.append(o)
                 if on_outcome is not None:
                     on_outcome(o)

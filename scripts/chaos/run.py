@@ -497,14 +497,16 @@ def build_scenarios(cfg: Config) -> list[Scenario]:
                  _fault("http_error", status=429, retry_after=1, paths=["/v1/chat"]), _pass),
         Scenario("slow", f"4. first byte {slow:g}s > TTFT {cfg.first_token_timeout:g}s (chat)",
                  _fault("slow_first_byte", delay=slow, paths=["/v1/chat"]), _pass),
-        Scenario("reset", "5a. TCP RST before the answer / mid-body (chat)",
+        Scenario("reset", "5a. TCP RST: before the answer / in the 1st event / after a few events",
                  _sequence((0, _fault("reset", paths=["/v1/chat"])),
-                           (cfg.fault / 2, _fault("reset", after_bytes=120, paths=["/v1/chat"]))),
+                           (third, _fault("reset", after_bytes=120, paths=["/v1/chat"])),
+                           (2 * third, _fault("reset", after_bytes=600, paths=["/v1/chat"]))),
                  _pass),
-        Scenario("truncate", "5b. body cut mid-chunk / SSE ended cleanly w/o [DONE] (chat)",
+        Scenario("truncate", "5b. body cut (FIN) in the 1st event / later; SSE ended w/o [DONE]",
                  _sequence((0, _fault("truncate", after_bytes=150, paths=["/v1/chat"])),
-                           (cfg.fault / 2, _fault("truncate_clean", after_bytes=100,
-                                                  paths=["/v1/chat"]))),
+                           (third, _fault("truncate", after_bytes=600, paths=["/v1/chat"])),
+                           (2 * third, _fault("truncate_clean", after_bytes=100,
+                                              paths=["/v1/chat"]))),
                  _pass),
         Scenario("garbage", "6. garbage 200s: invalid JSON, wrong shape, HTML, junk SSE (chat)",
                  _fault("garbage", kind="rotate", paths=["/v1/chat"]), _pass),
@@ -607,7 +609,7 @@ async def run_one(env: Env, sc: Scenario, log: Callable[[str], None]) -> Scenari
     load = asyncio.create_task(
         run_load(f"http://127.0.0.1:{cfg.ports['gateway']}", total=cfg.total,
                  concurrency=cfg.concurrency, rate=cfg.rate, deadline=cfg.request_deadline,
-                 max_tokens=cfg.max_tokens, t0=t0, stop=stop_load,
+                 max_tokens=cfg.max_tokens, t0=t0, stop=stop_load, request_id_prefix=sc.key,
                  max_duration=cfg.warm + cfg.fault + cfg.recover + 60)
     )  # fmt: skip
     error = None
@@ -646,6 +648,7 @@ async def run_one(env: Env, sc: Scenario, log: Callable[[str], None]) -> Scenari
             with contextlib.suppress(BaseException):
                 await load
         await env.stop_gateway()
+    _annotate_from_gateway_log(result, env.log_dir / f"gateway-{sc.key}.log")
     down_after, up_after = _flip_times(trace, fault_at, recovered_at, recovered_at)
     rec_plus = recovered_at + cfg.health_interval
     res = ScenarioResult(
@@ -662,6 +665,19 @@ async def run_one(env: Env, sc: Scenario, log: Callable[[str], None]) -> Scenari
         health_trace=_compress(trace), error=error,
     )  # fmt: skip
     return res
+
+
+def _annotate_from_gateway_log(result: LoadResult, path: Path) -> None:
+    """Say, for each bad outcome, whether the gateway's access log has its request id (no
+    entry = the request never reached the app, e.g. a keep-alive connection closed under it)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return
+    for o in result.outcomes:
+        if o.kind in ("hung", "malformed", "silent_truncated") and o.request_id:
+            seen = f'"request_id":"{o.request_id}"' in text
+            o.detail += f" [gateway access log: {'has it' if seen else 'NO entry'}]"
 
 
 def _compress(trace: list[tuple[float, str | None]]) -> list[tuple[float, str | None]]:
@@ -745,16 +761,28 @@ def markdown_table(results: list[ScenarioResult], cfg: Config) -> str:
     return head + "\n".join(rows) + "\n"
 
 
+BEGIN, END = "<!-- chaos-results:begin (scripts/chaos/run.py) -->", "<!-- chaos-results:end -->"
+
+
 def write_doc_section(path: Path, body: str) -> None:
-    """Replace (or append) the ``## Chaos suite results`` section of ``path``."""
+    """Put ``body`` into the ``## Chaos suite results`` section of ``path``.
+
+    Only the block between the BEGIN/END markers is replaced when the section has them (the
+    hand-written findings around it stay); else the section is (re)written with the block.
+    """
     text = path.read_text() if path.exists() else "# Resilience\n"
+    block = f"{BEGIN}\n{body.rstrip()}\n{END}\n"
     start = text.find(SECTION)
-    if start < 0:
-        new = text.rstrip("\n") + "\n\n" + body.rstrip("\n") + "\n"
+    if start >= 0 and BEGIN in text[start:] and END in text[start:]:
+        b = text.index(BEGIN, start)
+        e = text.index(END, b) + len(END)
+        new = text[:b] + block.rstrip("\n") + text[e:]
+    elif start < 0:
+        new = text.rstrip("\n") + f"\n\n{SECTION}\n\n" + block
     else:
         nxt = text.find("\n## ", start + len(SECTION))
         tail = "" if nxt < 0 else text[nxt + 1 :]
-        new = text[:start] + body.rstrip("\n") + "\n" + ("\n" + tail if tail else "")
+        new = text[:start] + f"{SECTION}\n\n" + block + ("\n" + tail if tail else "")
     path.write_text(new)
 
 
@@ -772,6 +800,12 @@ def main() -> None:
     ap.add_argument("--log-dir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None, help="write raw results here")
     ap.add_argument("--write-doc", type=Path, default=None, help="docs/resilience.md")
+    ap.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        help="do not run: re-render the table from a --json file of an earlier run",
+    )
     args = ap.parse_args()
     if not 29000 <= args.base_port <= 29996:
         ap.error("--base-port must leave 4 ports within 29000-29999")
@@ -779,22 +813,32 @@ def main() -> None:
                  concurrency=args.concurrency, warm=args.warm, fault=args.fault,
                  recover=args.recover, base_port=args.base_port, log_dir=args.log_dir)  # fmt: skip
     keys = None if args.scenarios == "all" else args.scenarios.split(",")
-    results = asyncio.run(run_scenarios(cfg, keys))
+    if args.from_json:
+        results = [ScenarioResult(**d) for d in json.loads(args.from_json.read_text())]
+    else:
+        results = asyncio.run(run_scenarios(cfg, keys))
     table = markdown_table(results, cfg)
     print(table)
-    if args.json:
+    if args.json and not args.from_json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([r.__dict__ for r in results], indent=1, default=str))
     if args.write_doc:
-        write_doc_section(args.write_doc, doc_section(results, cfg, sys.argv[1:]))
+        argv, skip = [], False
+        for a in sys.argv[1:]:  # the reproducing command: without the output options
+            if skip:
+                skip = False
+            elif a in ("--from-json", "--write-doc", "--json", "--log-dir"):
+                skip = True
+            elif not a.startswith(("--from-json=", "--write-doc=", "--json=", "--log-dir=")):
+                argv.append(a)
+        when = args.from_json.stat().st_mtime if args.from_json else time.time()
+        write_doc_section(args.write_doc, doc_section(results, cfg, argv, when))
 
 
-def doc_section(results: list[ScenarioResult], cfg: Config, argv: list[str]) -> str:
+def doc_section(results: list[ScenarioResult], cfg: Config, argv: list[str], when: float) -> str:
     cmd = ".venv/bin/python scripts/chaos/run.py " + " ".join(argv)
     lines = [
-        SECTION,
-        "",
-        f"Run on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; primary = "
+        f"Run on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(when))}; primary = "
         f"{'the real llama-server (Gemma 3 270M)' if cfg.primary == 'llamacpp' else 'a fake'}, "
         "fallback = a fake OpenAI-compatible server through the `vllm` plugin; the load "
         f"driver's {cfg.concurrency} clients send a 50/50 mix of streaming and JSON chat "
