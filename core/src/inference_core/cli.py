@@ -386,6 +386,9 @@ def build_app(
             kwargs["router"] = router()
         gateway_serve(host, port, **kwargs)
 
+    from .ops import register as register_ops
+
+    register_ops(app, env=env, extra_plugins=extra_plugins, transport=transport)
     return app
 
 
