@@ -12,9 +12,13 @@ field of such a response must call :meth:`WireModel.drop_raw` (or build a new ob
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
+
+from ._values import parse_bool, parse_int, parse_number
+from .errors import ConfigError
 
 __all__ = [
     "BackendConfig",
@@ -262,7 +266,10 @@ class BackendConfig(BaseModel):
     ``base_urls`` holds one URL per replica; a hook always talks to ``base_url`` (the router
     hands each call a config whose first URL is the replica it picked).  ``options`` holds
     every other ``INFERENCE_<NAME>_<KEY>`` variable, keyed by lower-case ``<key>``; those whose
-    key ends in ``key``, ``token`` or ``secret`` are ``SecretStr``.
+    key ends in ``key``, ``token`` or ``secret`` are ``SecretStr``.  Plugins read them with
+    :meth:`option` (text) and :meth:`option_bool` / :meth:`option_int` / :meth:`option_float`,
+    whose :class:`~inference_core.errors.ConfigError` names ``INFERENCE_<NAME>_<KEY>``, the bad
+    value and what is accepted.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -294,11 +301,85 @@ class BackendConfig(BaseModel):
         return requested or "default"
 
     def option(self, key: str, default: str | None = None) -> str | None:
-        """A plugin-declared option as plain text (secrets revealed: do not log the result)."""
+        """A plugin-declared option as plain text (secrets revealed: do not log the result).
+
+        The value comes without surrounding white space; an unset or blank option gives
+        ``default``.
+        """
         value = self.options.get(key.lower())
         if value is None:
             return default
-        return value.get_secret_value() if isinstance(value, SecretStr) else value
+        text = (value.get_secret_value() if isinstance(value, SecretStr) else value).strip()
+        return text if text else default
+
+    def option_variable(self, key: str) -> str:
+        """The variable that sets option ``key``: ``INFERENCE_<NAME>_<KEY>``."""
+        return f"INFERENCE_{self.name.upper()}_{key.upper()}"
+
+    def _typed_option(self, key: str, parse: Callable[..., Any], **kwargs: Any) -> Any:
+        """``parse(variable, text, **kwargs)`` of option ``key``, or None when it is unset.
+
+        The ConfigError of a secret option (``..._KEY``, ``_TOKEN``...) shows ``****``.
+        """
+        text = self.option(key)
+        if text is None:
+            return None
+        variable = self.option_variable(key)
+        try:
+            return parse(variable, text, **kwargs)
+        except ConfigError as exc:
+            if not isinstance(self.options.get(key.lower()), SecretStr):
+                raise
+            message = exc.message.replace(repr(text), "'****'")
+            raise ConfigError(message, variable=variable) from None
+
+    def option_bool(self, key: str, default: bool) -> bool:
+        """Option ``key`` as a boolean (``true/false/1/0/yes/no/on/off``, any case).
+
+        Unset or blank gives ``default``; another word raises
+        :class:`~inference_core.errors.ConfigError` naming ``INFERENCE_<NAME>_<KEY>``, the
+        value and the accepted words.
+        """
+        value = self._typed_option(key, parse_bool)
+        return default if value is None else value
+
+    @overload
+    def option_int(self, key: str, default: int, *, minimum: int | None = None) -> int: ...
+    @overload
+    def option_int(
+        self, key: str, default: None = None, *, minimum: int | None = None
+    ) -> int | None: ...
+    def option_int(
+        self, key: str, default: int | None = None, *, minimum: int | None = None
+    ) -> int | None:
+        """Option ``key`` as a whole number, ``>= minimum`` when given.
+
+        Unset or blank gives ``default`` (not checked against ``minimum``); anything else
+        raises :class:`~inference_core.errors.ConfigError` naming ``INFERENCE_<NAME>_<KEY>``,
+        the value and what is accepted.
+        """
+        value = self._typed_option(key, parse_int, minimum=minimum)
+        return default if value is None else value
+
+    def option_float(
+        self,
+        key: str,
+        default: float,
+        *,
+        minimum: float | None = None,
+        positive: bool = False,
+    ) -> float:
+        """Option ``key`` as a finite number: ``>= minimum`` when given, ``> 0`` when ``positive``.
+
+        Unset or blank gives ``default``; anything else raises
+        :class:`~inference_core.errors.ConfigError` naming ``INFERENCE_<NAME>_<KEY>``, the
+        value and what is accepted.
+        """
+        if positive and (minimum is None or minimum <= 0):
+            value = self._typed_option(key, parse_number, minimum=0, exclusive=True)
+        else:
+            value = self._typed_option(key, parse_number, minimum=minimum)
+        return default if value is None else value
 
     def secret(self) -> str | None:
         """The API key in clear text, for an ``Authorization`` header only."""

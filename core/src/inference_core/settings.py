@@ -34,6 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, PrivateAttr, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from ._values import BOOL_ACCEPTED, config_error, parse_bool, parse_int, parse_number
 from .errors import ConfigError
 from .models import BackendConfig
 from .resilience.policy import RouterPolicy
@@ -50,9 +51,6 @@ __all__ = [
 ]
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
-BOOL_ACCEPTED = "true/false/1/0/yes/no"
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
 
 #: Where each known backend listens when nothing is configured (llamacpp: embedded/managed).
 DEFAULT_BASE_URLS: dict[str, str | None] = {
@@ -128,46 +126,16 @@ RESERVED_NAMES = frozenset({"gateway"})
 # ----------------------------------------------------------------------------- value parsers
 
 
-def _fail(variable: str, value: str | None, problem: str, accepted: str) -> ConfigError:
-    shown = "" if value is None else f"={value!r}"
-    return ConfigError(f"{variable}{shown}: {problem}; accepted: {accepted}", variable=variable)
+_fail = config_error  # the parsers and their error live in _values (BackendConfig uses them too)
 
 
 def _is_secret_var(variable: str) -> bool:
     return variable.upper().endswith(_SECRET_SUFFIXES)
 
 
-def parse_bool(variable: str, value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise _fail(variable, value, "not a boolean", BOOL_ACCEPTED)
-
-
 def parse_float(variable: str, value: str, *, positive: bool = True) -> float:
-    accepted = "a number > 0 (seconds)" if positive else "a number >= 0 (seconds)"
-    try:
-        number = float(value.strip())
-    except ValueError:
-        raise _fail(variable, value, "not a number", accepted) from None
-    if number != number or number in (float("inf"), float("-inf")):
-        raise _fail(variable, value, "not a finite number", accepted)
-    if (positive and number <= 0) or number < 0:
-        raise _fail(variable, value, "out of range", accepted)
-    return number
-
-
-def parse_int(variable: str, value: str, *, minimum: int = 0) -> int:
-    accepted = f"a whole number >= {minimum}"
-    try:
-        number = int(value.strip())
-    except ValueError:
-        raise _fail(variable, value, "not a whole number", accepted) from None
-    if number < minimum:
-        raise _fail(variable, value, "out of range", accepted)
-    return number
+    """Seconds: a finite number > 0 (``positive``) or >= 0."""
+    return parse_number(variable, value, minimum=0, exclusive=positive, unit=" (seconds)")
 
 
 def parse_name(variable: str, value: str) -> str:
