@@ -309,6 +309,17 @@ async def test_health_timeout_option_must_be_a_number(plugin, http, config):
     assert "INFERENCE_VLLM_HEALTH_TIMEOUT" in health.detail
 
 
+async def test_health_deep_option_must_be_a_boolean(plugin, http, config):
+    from inference_core import ConfigError
+
+    cfg = config.model_copy(update={"options": {"health_deep": "maybe"}})
+    with pytest.raises(ConfigError, match="INFERENCE_VLLM_HEALTH_DEEP='maybe': not a boolean"):
+        await plugin.startup(config=cfg, http=http)
+    health = await plugin.health(config=cfg, http=http)  # health never raises
+    assert health.state == "down"
+    assert "INFERENCE_VLLM_HEALTH_DEEP" in health.detail
+
+
 async def test_startup_learns_context_length(plugin, http, config):
     started = await plugin.startup(config=config, http=http)
     assert started.options["context_length"] == "512"  # max_model_len of the served model

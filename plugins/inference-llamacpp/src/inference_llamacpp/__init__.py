@@ -90,53 +90,6 @@ def classify_health(response: httpx.Response) -> Health | None:
     return None
 
 
-def _option(config: BackendConfig, key: str, default: str | None = None) -> str | None:
-    value = config.option(key)
-    return default if value is None or value.strip() == "" else value.strip()
-
-
-def _int_option(config: BackendConfig, key: str, default: int, minimum: int = 0) -> int:
-    raw = _option(config, key)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        var = f"INFERENCE_{config.name.upper()}_{key.upper()}"
-        raise ConfigError(
-            f"{var}={raw!r} is not a whole number >= {minimum}", variable=var
-        ) from None
-    return value
-
-
-def _float_option(config: BackendConfig, key: str, default: float) -> float:
-    raw = _option(config, key)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-        if value <= 0:
-            raise ValueError
-    except ValueError:
-        var = f"INFERENCE_{config.name.upper()}_{key.upper()}"
-        raise ConfigError(f"{var}={raw!r} is not a positive number", variable=var) from None
-    return value
-
-
-def _flag(config: BackendConfig, key: str, default: bool) -> bool:
-    raw = _option(config, key)
-    if raw is None:
-        return default
-    if raw.lower() in ("1", "true", "yes", "on"):
-        return True
-    if raw.lower() in ("0", "false", "no", "off"):
-        return False
-    var = f"INFERENCE_{config.name.upper()}_{key.upper()}"
-    raise ConfigError(f"{var}={raw!r} is not a boolean (true/false)", variable=var)
-
-
 def _context_error(exc: BackendUnavailable, config: BackendConfig) -> Exception:
     """Embedding input longer than the physical batch: 500 ``too large to process``."""
     if "too large to process" in exc.message:
@@ -204,7 +157,7 @@ class LlamaCppPlugin:
     @hookimpl
     async def health(self, config: BackendConfig, http: httpx.AsyncClient) -> Health:
         try:
-            timeout = _float_option(config, "health_timeout", DEFAULT_HEALTH_TIMEOUT)
+            timeout = config.option_float("health_timeout", DEFAULT_HEALTH_TIMEOUT, positive=True)
         except ConfigError as exc:
             return Health(state="down", detail=exc.message)
         server = self._servers.get(config.name)
@@ -282,7 +235,7 @@ class LlamaCppPlugin:
         code = server.exit_code()
         detail = f"managed llama-server (pid {server.pid}) exited with code {code}"
         try:
-            restart = _flag(config, "restart", True)
+            restart = config.option_bool("restart", True)
         except ConfigError:
             restart = True
         task = self._restarting.get(config.name)
@@ -307,7 +260,9 @@ class LlamaCppPlugin:
             "managed llama-server exited (%s); restarting on %s", server.exit_code(), server.url
         )
         try:
-            await server.start(http, _float_option(config, "start_timeout", 120.0), attempts=1)
+            await server.start(
+                http, config.option_float("start_timeout", 120.0, positive=True), attempts=1
+            )
         except Exception as exc:
             log.error("restarting the managed llama-server failed: %s", exc)
 
@@ -321,7 +276,7 @@ class LlamaCppPlugin:
         """
         if config.base_urls:
             return await self._external_context(config, http)
-        if not _flag(config, "managed", True):
+        if not config.option_bool("managed", True):
             raise ConfigError(
                 f"INFERENCE_{config.name.upper()}_BASE_URL is not set and managed mode is off "
                 f"(INFERENCE_{config.name.upper()}_MANAGED=false): set the URL of a llama-server",
@@ -345,10 +300,10 @@ class LlamaCppPlugin:
         from . import provision
         from .managed import ManagedServer
 
-        port = _int_option(config, "port", 0)
+        port = config.option_int("port", 0, minimum=0)
         server = ManagedServer(spec, provision.cache_dir() / "run", port=port or None)
         self._servers[config.name] = server
-        timeout = _float_option(config, "start_timeout", 120.0)
+        timeout = config.option_float("start_timeout", 120.0, positive=True)
         log.info("starting managed llama-server: %s", shlex.join(spec.argv(server.port)))
         try:
             took = await server.start(http, timeout)
@@ -380,7 +335,7 @@ class LlamaCppPlugin:
         if config.option("context_length"):
             return None
         try:
-            timeout = _float_option(config, "health_timeout", DEFAULT_HEALTH_TIMEOUT)
+            timeout = config.option_float("health_timeout", DEFAULT_HEALTH_TIMEOUT, positive=True)
             props = orjson.loads((await self._get(http, config, "/props", timeout)).content)
             n_ctx = props["default_generation_settings"]["n_ctx"]
         except Exception:  # not up yet, /props disabled, an older server: no context info
@@ -401,7 +356,7 @@ class LlamaCppPlugin:
         def progress(message: str) -> None:
             log.warning("%s", message)
 
-        binary = _option(config, "server_bin")
+        binary = config.option("server_bin")
         if binary:
             if not os.access(binary, os.X_OK):
                 raise ConfigError(
@@ -411,7 +366,7 @@ class LlamaCppPlugin:
             server_bin = Path(binary)
         else:
             server_bin = provision.ensure_llama_server(progress=progress)
-        model_opt = _option(config, "model_path")
+        model_opt = config.option("model_path")
         if model_opt:
             model = Path(model_opt).expanduser()
             if not model.is_file():
@@ -420,23 +375,23 @@ class LlamaCppPlugin:
                     variable=f"INFERENCE_{config.name.upper()}_MODEL_PATH",
                 )
             default_alias = model.stem
-            template_opt = _option(config, "chat_template_file")
+            template_opt = config.option("chat_template_file")
             template = Path(template_opt) if template_opt else None
         else:
             model = provision.ensure_default_model(progress=progress)
             default_alias = DEFAULT_ALIAS
-            template_opt = _option(config, "chat_template_file")
+            template_opt = config.option("chat_template_file")
             template = Path(template_opt) if template_opt else provision.ensure_chat_template()
-        extra = _option(config, "extra_args")
+        extra = config.option("extra_args")
         return ServerSpec(
             binary=server_bin,
             model=model,
-            alias=_option(config, "alias") or config.model or default_alias,
-            ctx_size=_int_option(config, "ctx_size", 8192, minimum=0),
-            parallel=_int_option(config, "parallel", 4, minimum=1),
-            threads=_int_option(config, "threads", max(1, (os.cpu_count() or 2) // 2), 1),
+            alias=config.option("alias") or config.model or default_alias,
+            ctx_size=config.option_int("ctx_size", 8192, minimum=0),
+            parallel=config.option_int("parallel", 4, minimum=1),
+            threads=config.option_int("threads", max(1, (os.cpu_count() or 2) // 2), minimum=1),
             chat_template=template,
-            embeddings=_flag(config, "embeddings", True),
+            embeddings=config.option_bool("embeddings", True),
             extra_args=shlex.split(extra) if extra else [],
         )
 
@@ -458,7 +413,7 @@ class LlamaCppPlugin:
         if server is None:
             return None
         try:
-            grace = _float_option(config, "stop_grace", 10.0)
+            grace = config.option_float("stop_grace", 10.0, positive=True)
         except ConfigError:
             grace = 10.0
         try:

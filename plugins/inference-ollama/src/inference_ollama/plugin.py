@@ -14,7 +14,6 @@ from inference_core import (
     BackendError,
     BackendUnavailable,
     CapabilityNotSupported,
-    ConfigError,
     Health,
     InferenceError,
     ModelInfo,
@@ -38,14 +37,7 @@ DEFAULT_LOAD_TIMEOUT = 300.0
 
 
 def _load_timeout(config: BackendConfig) -> float:
-    value = config.option("load_timeout")
-    if value in (None, ""):
-        return DEFAULT_LOAD_TIMEOUT
-    try:
-        return float(str(value))
-    except ValueError:
-        var = f"INFERENCE_{config.name.upper()}_LOAD_TIMEOUT"
-        raise ConfigError(f"{var}={value!r} is not a number of seconds", variable=var) from None
+    return config.option_float("load_timeout", DEFAULT_LOAD_TIMEOUT, positive=True)
 
 
 def _timeout(config: BackendConfig) -> httpx.Timeout:
@@ -209,7 +201,7 @@ async def startup(config: BackendConfig) -> BackendConfig | None:
     """Validate the options; ``NUM_CTX`` becomes ``context_length`` for the router's fallback."""
     _load_timeout(config)
     translate.keep_alive_value(config.option("keep_alive"))
-    num_ctx = translate.int_option(config, "num_ctx")
+    num_ctx = config.option_int("num_ctx", minimum=1)
     if num_ctx is None or config.option("context_length"):
         return None
     return config.model_copy(update={"options": {**config.options, "context_length": str(num_ctx)}})

@@ -22,7 +22,6 @@ from inference_core import (
     ChatChunk,
     ChatRequest,
     ChatResponse,
-    ConfigError,
     Embedding,
     EmbeddingRequest,
     EmbeddingResponse,
@@ -48,18 +47,6 @@ PASSTHROUGH_OPTIONS = (
     "num_thread",
     "penalize_newline",
 )
-
-
-def int_option(config: BackendConfig, key: str) -> int | None:
-    """An integer option (``INFERENCE_<NAME>_<KEY>``), or None; a non-integer is a ConfigError."""
-    value = config.option(key)
-    if value in (None, ""):
-        return None
-    try:
-        return int(str(value))
-    except ValueError:
-        var = f"INFERENCE_{config.name.upper()}_{key.upper()}"
-        raise ConfigError(f"{var}={value!r} is not an integer", variable=var) from None
 
 
 def keep_alive_value(value: Any) -> Any:
@@ -214,7 +201,7 @@ def chat_body(request: ChatRequest, config: BackendConfig) -> dict[str, Any]:
             options[key] = extras[key]
     num_ctx = extras.get("num_ctx")
     if num_ctx is None:
-        num_ctx = int_option(config, "num_ctx")
+        num_ctx = config.option_int("num_ctx", minimum=1)
     if num_ctx is not None:
         options["num_ctx"] = num_ctx
     native = extras.get("options")
@@ -266,7 +253,7 @@ def embed_body(request: EmbeddingRequest, config: BackendConfig) -> dict[str, An
         body["keep_alive"] = keep_alive
     num_ctx = extras.get("num_ctx")
     if num_ctx is None:
-        num_ctx = int_option(config, "num_ctx")
+        num_ctx = config.option_int("num_ctx", minimum=1)
     if num_ctx is not None:
         body["options"] = {"num_ctx": num_ctx}
     return body

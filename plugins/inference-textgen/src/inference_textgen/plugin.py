@@ -41,27 +41,6 @@ LIST_TTL = 30.0
 NO_MODEL = "None"  # what /v1/internal/model/info says when nothing is loaded
 
 
-def _number(config: BackendConfig, key: str, default: float) -> float:
-    value = config.option(key)
-    if value in (None, ""):
-        return default
-    try:
-        return float(str(value))
-    except ValueError:
-        var = f"INFERENCE_{config.name.upper()}_{key.upper()}"
-        raise ConfigError(f"{var}={value!r} is not a number", variable=var) from None
-
-
-def _flag(config: BackendConfig, key: str) -> bool:
-    value = (config.option(key) or "false").strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    var = f"INFERENCE_{config.name.upper()}_{key.upper()}"
-    raise ConfigError(f"{var}={value!r}: accepted values are true, false", variable=var)
-
-
 def _admin_headers(config: BackendConfig) -> dict[str, str]:
     key = config.option("admin_key") or config.secret()
     return {"authorization": f"Bearer {key}"} if key else {}
@@ -94,7 +73,7 @@ class TextgenPlugin:
         """The loaded model's name (``/v1/internal/model/info``, cached ``MODEL_INFO_TTL`` s)."""
         key = config.base_url or ""
         cached = self._info.get(key)
-        ttl = _number(config, "model_info_ttl", DEFAULT_INFO_TTL)
+        ttl = config.option_float("model_info_ttl", DEFAULT_INFO_TTL, minimum=0)
         if cached and not fresh and time.monotonic() - cached[0] < ttl:
             return cached[1]
         response = await send(
@@ -151,7 +130,7 @@ class TextgenPlugin:
                     body={"model_name": model},
                     headers=_admin_headers(config),
                     timeout=httpx.Timeout(
-                        _number(config, "load_timeout", DEFAULT_LOAD_TIMEOUT),
+                        config.option_float("load_timeout", DEFAULT_LOAD_TIMEOUT, positive=True),
                         connect=config.connect_timeout,
                     ),
                 )
@@ -190,7 +169,7 @@ class TextgenPlugin:
         self, http: httpx.AsyncClient, config: BackendConfig, request: Any
     ) -> str | None:
         """Autoload when asked to; return the loaded model's name (None when unknown)."""
-        if _flag(config, "autoload"):
+        if config.option_bool("autoload", False):
             wanted = await self._wanted(http, config, request.model)
             if wanted:
                 await self.ensure_loaded(http, config, wanted)
@@ -244,7 +223,7 @@ class TextgenPlugin:
     async def health(self, config: BackendConfig, http: httpx.AsyncClient) -> Health:
         """``/v1/internal/health`` with the API key, then which model is loaded."""
         try:
-            autoload = _flag(config, "autoload")
+            autoload = config.option_bool("autoload", False)
         except ConfigError as exc:
             return Health(state="down", detail=exc.message)
         started = time.perf_counter()
@@ -275,7 +254,7 @@ class TextgenPlugin:
             )
         detail = f"loaded: {loaded}"
         if wanted and wanted != loaded:
-            var = f"INFERENCE_{config.name.upper()}_AUTOLOAD"
+            var = config.option_variable("autoload")
             detail += (
                 f" (configured {wanted} is loaded on the first request)"
                 if autoload
@@ -286,9 +265,9 @@ class TextgenPlugin:
     @hookimpl
     async def startup(self, config: BackendConfig) -> None:
         """Validate the options, so that a typo fails at start-up."""
-        _flag(config, "autoload")
-        _number(config, "load_timeout", DEFAULT_LOAD_TIMEOUT)
-        _number(config, "model_info_ttl", DEFAULT_INFO_TTL)
+        config.option_bool("autoload", False)
+        config.option_float("load_timeout", DEFAULT_LOAD_TIMEOUT, positive=True)
+        config.option_float("model_info_ttl", DEFAULT_INFO_TTL, minimum=0)
 
 
 # ------------------------------------------------------------------------------------ helpers

@@ -77,21 +77,6 @@ _PROGRESS_METRICS = frozenset(
 )
 
 
-def _flag(config: BackendConfig, key: str) -> bool:
-    return (config.option(key) or "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _number(config: BackendConfig, key: str, default: float) -> float:
-    value = config.option(key)
-    try:
-        return float(value) if value not in (None, "") else default
-    except ValueError:
-        raise ConfigError(
-            f"INFERENCE_{config.name.upper()}_{key.upper()}={value!r} is not a number",
-            variable=f"INFERENCE_{config.name.upper()}_{key.upper()}",
-        ) from None
-
-
 class VLLMPlugin:
     """The hook implementations; one instance (``plugin``) is registered per process."""
 
@@ -200,8 +185,9 @@ class VLLMPlugin:
         it is not configured, one quick ``/v1/models`` read fills it in; a server that is not
         up yet is no start-up error (health checks will report it).
         """
-        timeout = _number(config, "health_timeout", DEFAULT_HEALTH_TIMEOUT)
-        _number(config, "health_stall_seconds", DEFAULT_STALL_SECONDS)
+        timeout = config.option_float("health_timeout", DEFAULT_HEALTH_TIMEOUT, positive=True)
+        config.option_float("health_stall_seconds", DEFAULT_STALL_SECONDS, minimum=0)
+        config.option_bool("health_deep", False)
         if config.option("context_length") or not config.base_url:
             return None
         try:
@@ -221,8 +207,9 @@ class VLLMPlugin:
     @hookimpl
     async def health(self, config: BackendConfig, http: httpx.AsyncClient) -> Health:
         try:
-            timeout = _number(config, "health_timeout", DEFAULT_HEALTH_TIMEOUT)
-            stall = _number(config, "health_stall_seconds", DEFAULT_STALL_SECONDS)
+            timeout = config.option_float("health_timeout", DEFAULT_HEALTH_TIMEOUT, positive=True)
+            stall = config.option_float("health_stall_seconds", DEFAULT_STALL_SECONDS, minimum=0)
+            deep = config.option_bool("health_deep", False)
         except ConfigError as exc:
             return Health(state="down", detail=exc.message)
         result = await openai_compat.probe_health(http, config, timeout=timeout)
@@ -231,7 +218,7 @@ class VLLMPlugin:
                 result.detail = f"vLLM engine is not healthy ({result.detail})"
             return result
         details: list[str] = []
-        if _flag(config, "health_deep"):
+        if deep:
             verdict = await self._check_progress(http, config, timeout, stall)
             if verdict.state != "ready":
                 verdict.latency_ms = result.latency_ms
