@@ -7,30 +7,12 @@ they are unset under INFERENCE_REQUIRE_PEERS=1 (CI).
 from __future__ import annotations
 
 import io
-import os
-import socket
 
 import httpx
-import pytest
 from rich.console import Console
 
 from inference_core.ops import doctor
-
-
-def peer(variable: str) -> str:
-    url = os.environ.get(variable, "").strip().rstrip("/")
-    if not url:
-        message = f"{variable} is not set (scripts/peers starts the server)"
-        if os.environ.get("INFERENCE_REQUIRE_PEERS") == "1":
-            pytest.fail(f"INFERENCE_REQUIRE_PEERS=1 but {message}", pytrace=False)
-        pytest.skip(message)
-    return url
-
-
-def dead_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
+from inference_core.testing import dead_url, peer_url
 
 
 def run(env: dict[str, str]) -> tuple[int, str]:
@@ -40,7 +22,7 @@ def run(env: dict[str, str]) -> tuple[int, str]:
 
 
 def test_doctor_on_the_real_llama_server() -> None:
-    url = peer("INFERENCE_TEST_LLAMACPP_URL")
+    url = peer_url("INFERENCE_TEST_LLAMACPP_URL")
     code, out = run({"INFERENCE_PROVIDER": "llamacpp", "INFERENCE_LLAMACPP_BASE_URL": url})
     assert code == 0, out
     assert "ready" in out
@@ -48,7 +30,7 @@ def test_doctor_on_the_real_llama_server() -> None:
 
 
 def test_doctor_checks_the_model_the_real_vllm_serves() -> None:
-    url = peer("INFERENCE_TEST_VLLM_CHAT_URL")
+    url = peer_url("INFERENCE_TEST_VLLM_CHAT_URL")
     served = httpx.get(f"{url}/v1/models", timeout=10).json()["data"][0]["id"]
     env = {"INFERENCE_PROVIDER": "vllm", "INFERENCE_VLLM_BASE_URL": url}
     code, out = run({**env, "VLLM_MODEL_NAME": served})
@@ -60,7 +42,7 @@ def test_doctor_checks_the_model_the_real_vllm_serves() -> None:
 
 
 def test_dead_primary_falls_back_to_the_real_llama_server() -> None:
-    url = peer("INFERENCE_TEST_LLAMACPP_URL")
+    url = peer_url("INFERENCE_TEST_LLAMACPP_URL")
     code, out = run({
         "INFERENCE_PROVIDER": "vllm",
         "INFERENCE_VLLM_BASE_URL": dead_url(),

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import io
 import json
-import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from rich.console import Console
 
 from inference_core.ops import pull
+from inference_core.testing import dead_url, serve_http
 
 LAYER = "sha256:6a0746a1ec1aef3e7ec53868f220ff6e389f6f8ef87a01d77c96807de94ca2aa"
 LAYER_SIZE = 4_920_000
@@ -74,12 +73,8 @@ class FakeOllama(BaseHTTPRequestHandler):
 @pytest.fixture
 def ollama() -> Iterator[str]:
     FakeOllama.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeOllama)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_http(FakeOllama) as url:
+        yield url
 
 
 def run(model: str, base_url: str, **kw) -> tuple[int, str]:
@@ -129,10 +124,7 @@ def test_stream_that_ends_without_success_is_interrupted_and_says_how_to_resume(
 
 
 def test_connection_refused_is_unreachable_with_a_hint() -> None:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    code, out = run("llama3.1:8b", f"http://127.0.0.1:{port}")
+    code, out = run("llama3.1:8b", dead_url())
     assert code == pull.EXIT_UNREACHABLE
     assert "cannot reach Ollama" in out
     assert "INFERENCE_OLLAMA_BASE_URL" in out

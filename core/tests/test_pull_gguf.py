@@ -12,7 +12,6 @@ import io
 import random
 import re
 import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +21,7 @@ import pytest
 from rich.console import Console
 
 from inference_core.ops import pull
+from inference_core.testing import dead_url, serve_http
 
 CONTENT = b"GGUF" + random.Random(7).randbytes(3 * 1024 * 1024 + 12345)
 SHA = hashlib.sha256(CONTENT).hexdigest()
@@ -97,11 +97,8 @@ class QuietServer(ThreadingHTTPServer):
 def server() -> Iterator[tuple[str, Behaviour]]:
     behaviour = Behaviour()
     GGUFHandler.behaviour = behaviour
-    srv = QuietServer(("127.0.0.1", 0), GGUFHandler)
-    threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}", behaviour
-    srv.shutdown()
-    srv.server_close()
+    with serve_http(GGUFHandler, server_class=QuietServer) as url:
+        yield url, behaviour
 
 
 def run(source: str, dest: Path, **kw) -> tuple[int, str]:
@@ -252,13 +249,11 @@ def test_local_file_is_copied_and_verified(tmp_path: Path) -> None:
 
 
 def test_connection_refused_and_bad_sha_argument(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    code, out = run(f"http://127.0.0.1:{port}/m.gguf", tmp_path)
+    dead = dead_url()
+    code, out = run(f"{dead}/m.gguf", tmp_path)
     assert code == pull.EXIT_UNREACHABLE
     assert "cannot reach" in out
-    code, out = run(f"http://127.0.0.1:{port}/m.gguf", tmp_path, sha256="xyz")
+    code, out = run(f"{dead}/m.gguf", tmp_path, sha256="xyz")
     assert code == pull.EXIT_USAGE
     assert "64 hex digits" in out
 

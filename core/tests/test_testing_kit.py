@@ -295,3 +295,69 @@ async def test_inference_upstream_fixture(inference_upstream):
     assert [m.id for m in models] == ["x"]
     assert inference_upstream.transport.requests[0].url == "http://upstream.test/v1/models"
     assert not inference_upstream.transport.unclosed()
+
+
+# ------------------------------------------------------------------- inference_core.testing.local
+
+
+def test_dead_url_refuses_connections():
+    from inference_core.testing import dead_url, unused_port
+
+    assert 0 < unused_port() < 65536
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(dead_url(), timeout=2.0, trust_env=False)
+
+
+def test_serve_http_serves_then_stops():
+    from http.server import BaseHTTPRequestHandler
+
+    from inference_core.testing import serve_http
+
+    class Hello(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"hi")
+
+    with serve_http(Hello) as url:
+        assert url.startswith("http://127.0.0.1:")
+        assert httpx.get(url + "/x", timeout=5.0, trust_env=False).text == "hi"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url, timeout=2.0, trust_env=False)
+
+
+def test_peer_url_skips_locally_and_fails_in_ci(pytester, monkeypatch):
+    pytester.makepyfile(
+        test_peer=textwrap.dedent(
+            """
+            from inference_core.testing import peer_url
+
+            def test_needs_peer():
+                peer_url("INFERENCE_TEST_NOWHERE_URL", how="scripts/peers/x.sh")
+            """
+        )
+    )
+    args = ("-p", "no:cacheprovider", "-p", "no:asyncio", "-rs")
+    monkeypatch.delenv("INFERENCE_TEST_NOWHERE_URL", raising=False)
+    monkeypatch.delenv("INFERENCE_REQUIRE_PEERS", raising=False)
+    result = pytester.runpytest_inprocess(*args)
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*INFERENCE_TEST_NOWHERE_URL is not set*scripts/peers/x.sh*"])
+    monkeypatch.setenv("INFERENCE_REQUIRE_PEERS", "1")
+    result = pytester.runpytest_inprocess(*args)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*INFERENCE_REQUIRE_PEERS=1 but INFERENCE_TEST_NOWHERE_URL*"])
+
+
+def test_peer_url_strips_and_probes(monkeypatch):
+    from inference_core.testing import dead_url, peer_url
+
+    monkeypatch.setenv("INFERENCE_TEST_X_URL", " http://127.0.0.1:9/ ")
+    assert peer_url("INFERENCE_TEST_X_URL") == "http://127.0.0.1:9"  # no probe: no request
+    monkeypatch.setenv("INFERENCE_TEST_X_URL", dead_url())
+    with pytest.raises(pytest.fail.Exception, match="does not answer"):
+        peer_url("INFERENCE_TEST_X_URL", probe="/health")  # set but dead: a failure, never a skip

@@ -14,7 +14,7 @@ import subprocess
 from functools import cache
 from pathlib import Path
 
-import pytest
+from inference_core.testing import missing_peer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,10 +46,7 @@ def test_images_are_the_versions_the_integration_tests_run(compose) -> None:
 def need(path: Path, what: str) -> Path:
     if path.exists():
         return path
-    message = f"{what} not installed at {path} (scripts/peers sets it up)"
-    if os.environ.get("INFERENCE_REQUIRE_PEERS") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
+    missing_peer(f"{what} not installed at {path} (scripts/peers sets it up)")
 
 
 @cache

@@ -15,7 +15,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from inference_core.testing import unused_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -180,12 +181,6 @@ def stage_env(stage: Stage, bindir: Path, **overrides: str) -> dict[str, str]:
     return env
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_dockerfile_install_steps_work_in_clean_venvs(tmp_path: Path) -> None:
     plugins = present_plugins()
@@ -239,7 +234,7 @@ def test_dockerfile_install_steps_work_in_clean_venvs(tmp_path: Path) -> None:
     assert check.stdout.split() == sorted(plugins)
 
     # The image's HEALTHCHECK command against the image's CMD (on a free port here).
-    port = free_port()
+    port = unused_port()
     serve_env = {
         **run_env,
         "INFERENCE_PROVIDER": plugins[0],

@@ -9,17 +9,17 @@ show that a backend that is still loading (or whose engine died) is reported unh
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+
+from inference_core.testing import peer_url, serve_http
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTAINER_PORT = {"vllm": 8000, "llamacpp": 8080, "textgen": 5000, "gateway": 8080}
@@ -44,16 +44,6 @@ def run(argv: list[str]) -> int:
     return subprocess.run(argv, capture_output=True, timeout=30).returncode
 
 
-def peer_url(variable: str) -> str:
-    url = os.environ.get(variable)
-    if not url:
-        message = f"{variable} is not set (scripts/peers starts the server)"
-        if os.environ.get("INFERENCE_REQUIRE_PEERS") == "1":
-            pytest.fail(f"INFERENCE_REQUIRE_PEERS=1 but {message}")
-        pytest.skip(message)
-    return url
-
-
 class Loading(BaseHTTPRequestHandler):
     """Every GET is a 503 with llama.cpp's loading body (vLLM sends 503 with no body)."""
 
@@ -71,11 +61,8 @@ class Loading(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def loading_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Loading)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_http(Loading) as url:
+        yield url
 
 
 @pytest.mark.parametrize("service", ["vllm", "llamacpp", "textgen", "gateway"])

@@ -17,7 +17,6 @@ answer fails the test in both cases.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,24 +25,14 @@ import httpx
 import pytest
 
 from inference_core.http import create_client
+from inference_core.testing import peer_url
 
-REQUIRE = os.environ.get("INFERENCE_REQUIRE_PEERS") == "1"
 #: ports the tests may use for servers they start themselves (peers use 28000-28299)
 OWN_PORTS = range(28600, 28999)
 
 
 def _peer_url(var: str, how: str) -> str:
-    url = os.environ.get(var, "").strip().rstrip("/")
-    if not url:
-        message = f"{var} is not set (start the peer: {how}, then export {var}=http://...)"
-        if REQUIRE:
-            pytest.fail(f"INFERENCE_REQUIRE_PEERS=1 but {message}", pytrace=False)
-        pytest.skip(message)
-    try:
-        httpx.get(url + "/health", timeout=5.0, trust_env=False)
-    except httpx.HTTPError as exc:
-        pytest.fail(f"{var}={url} does not answer: {exc}", pytrace=False)
-    return url
+    return peer_url(var, how=how, probe="/health")
 
 
 @pytest.fixture(scope="session")

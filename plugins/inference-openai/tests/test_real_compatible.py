@@ -9,8 +9,6 @@ only structure is checked, never the text, with small ``max_tokens``.
 
 from __future__ import annotations
 
-import os
-
 import httpx
 import pytest
 
@@ -22,24 +20,14 @@ from inference_core import (
     ModelNotFound,
 )
 from inference_core.http import create_client
-from inference_core.testing import make_config
+from inference_core.testing import make_config, peer_url
 
 plugin = inference_openai.plugin
 USER = [{"role": "user", "content": "Say hello"}]
 
 
 def peer(var: str) -> str:
-    url = os.environ.get(var, "").strip().rstrip("/")
-    if not url:
-        message = f"{var} is not set (start the peer with scripts/peers, then export it)"
-        if os.environ.get("INFERENCE_REQUIRE_PEERS") == "1":
-            pytest.fail(f"INFERENCE_REQUIRE_PEERS=1 but {message}", pytrace=False)
-        pytest.skip(message)
-    try:
-        httpx.get(url + "/health", timeout=5.0, trust_env=False)
-    except httpx.HTTPError as exc:
-        pytest.fail(f"{var}={url} does not answer: {exc}", pytrace=False)
-    return url
+    return peer_url(var, probe="/health")
 
 
 @pytest.fixture(params=["raw", "sdk"])

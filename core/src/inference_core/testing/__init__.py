@@ -55,6 +55,10 @@ Other helpers:
   embeddings, model lists);
 * :class:`FakeUpstream`: respx routes + a :class:`TrackingTransport` + core's client, for
   a plugin's own unit tests;
+* :mod:`inference_core.testing.local`: :func:`unused_port` / :func:`dead_url` (connection
+  refused), :func:`serve_http` (a stdlib handler on an ephemeral loopback port) and
+  :func:`peer_url` / :func:`missing_peer` (real-server tests: skip locally, FAIL under
+  ``INFERENCE_REQUIRE_PEERS=1``);
 * pytest fixtures (always available, inert unless used): ``inference_config`` (the
   :func:`make_config` function), ``inference_harness`` (a factory of :class:`HookHarness`) and
   ``inference_upstream`` (a :class:`FakeUpstream`).
@@ -77,6 +81,11 @@ _EXPORTS = {
     "failing_handler": "transport",
     "FAILURES": "transport",
     "FakeUpstream": "transport",
+    "dead_url": "local",
+    "missing_peer": "local",
+    "peer_url": "local",
+    "serve_http": "local",
+    "unused_port": "local",
     "canned": None,
 }
 
@@ -98,4 +107,5 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:  # pragma: no cover
     from . import canned
     from .conformance import BackendConformance, HookHarness, hook_implementations, make_config
+    from .local import dead_url, missing_peer, peer_url, serve_http, unused_port
     from .transport import FAILURES, FakeUpstream, Tracked, TrackingTransport, failing_handler
