@@ -1,98 +1,46 @@
 """A fake vLLM server for unit tests: an ``httpx.MockTransport`` that serves response bodies
 recorded from the real vLLM 0.32.0 CPU server (``tests/data``, taken from
-``/work/shared/peers/vllm/transcripts``) and records what the plugin sent."""
+``/work/shared/peers/vllm/transcripts``) and records what the plugin sent
+(``tests.fakes.replay.ReplayUpstream``)."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from inference_core import BackendConfig
-from inference_core.http import create_client
+_ROOT = str(Path(__file__).resolve().parents[3])
+if _ROOT not in sys.path:  # for `tests.fakes` (pytest runs in importlib mode)
+    sys.path.insert(0, _ROOT)
+
+from inference_core import BackendConfig  # noqa: E402
+from inference_core.http import create_client  # noqa: E402
+from tests.fakes.replay import ReplayUpstream  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 BASE = "http://vllm.test:8000"
 
-Reply = tuple[int, bytes, str]  # status, body, content type
-
-
-def data(name: str) -> bytes:
-    return (DATA / name).read_bytes()
-
-
-def json_reply(name: str, status: int = 200) -> Reply:
-    return status, data(name), "application/json"
-
-
-def sse_reply(name: str) -> Reply:
-    return 200, data(name), "text/event-stream; charset=utf-8"
-
-
-class Pieces(httpx.AsyncByteStream):
-    """A body delivered in 97-byte pieces (not aligned with SSE events)."""
-
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-        self.closed = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for i in range(0, len(self.body), 97):
-            yield self.body[i : i + 97]
-
-    async def aclose(self) -> None:
-        self.closed = True
-
-
-@dataclass
-class FakeVLLM:
-    """Routes ``(method, path)`` to a canned reply (or a callable) and records each request."""
-
-    routes: dict[tuple[str, str], Reply | Callable[[httpx.Request], Reply]] = field(
-        default_factory=dict
-    )
-    requests: list[httpx.Request] = field(default_factory=list)
-
-    def handler(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        route = self.routes.get((request.method, request.url.path))
-        if route is None:
-            return httpx.Response(404, content=b'{"detail":"Not Found"}')
-        status, body, ctype = route(request) if callable(route) else route
-        headers = {"content-type": ctype}
-        if ctype.startswith("text/event-stream"):  # arrives in pieces, as over a socket
-            return httpx.Response(status, stream=Pieces(body), headers=headers)
-        return httpx.Response(status, content=body, headers=headers)
-
-    def set(self, method: str, path: str, name: str, status: int = 200) -> None:
-        """Serve the recorded body ``tests/data/<name>`` (SSE when it ends in ``.sse``)."""
-        self.routes[(method, path)] = (
-            sse_reply(name) if name.endswith(".sse") else json_reply(name, status)
-        )
-
-    def bodies(self, path: str) -> list[dict]:
-        return [json.loads(r.content) for r in self.requests if r.url.path == path]
-
 
 @pytest.fixture
-def fake() -> FakeVLLM:
-    return FakeVLLM(
-        routes={
+def fake() -> ReplayUpstream:
+    fake = ReplayUpstream(DATA, not_found=b'{"detail":"Not Found"}')
+    fake.routes.update(
+        {
             ("GET", "/health"): (200, b"", "application/json"),
-            ("GET", "/v1/models"): json_reply("models.json"),
-            ("GET", "/metrics"): (200, data("metrics.txt"), "text/plain; version=1.0.0"),
-            ("POST", "/v1/chat/completions"): json_reply("chat.json"),
-            ("POST", "/v1/completions"): json_reply("completions.json"),
+            ("GET", "/v1/models"): fake.json_reply("models.json"),
+            ("GET", "/metrics"): (200, fake.data("metrics.txt"), "text/plain; version=1.0.0"),
+            ("POST", "/v1/chat/completions"): fake.json_reply("chat.json"),
+            ("POST", "/v1/completions"): fake.json_reply("completions.json"),
         }
     )
+    return fake
 
 
 @pytest.fixture
-async def http(fake: FakeVLLM) -> AsyncIterator[httpx.AsyncClient]:
+async def http(fake: ReplayUpstream) -> AsyncIterator[httpx.AsyncClient]:
     client = create_client(transport=httpx.MockTransport(fake.handler))
     yield client
     await client.aclose()
