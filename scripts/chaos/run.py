@@ -738,8 +738,8 @@ def markdown_table(results: list[ScenarioResult], cfg: Config) -> str:
     head = (
         "| scenario | sent | ok | failed well-formed (of which mid-stream) | hung | malformed "
         "| silent trunc. | success (excl. mid-stream) | served primary/fallback | p50 ms | p99 ms "
-        "| down after s | up after s | targets |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+        "| p50/p99 ms during the fault | down after s | up after s | targets |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
     )
     rows = []
     for r in results:
@@ -754,6 +754,7 @@ def markdown_table(results: list[ScenarioResult], cfg: Config) -> str:
             f"| {s['hung']} | {s['malformed']} | {s['silent_truncated']} | {success} "
             f"| {s['served_by'].get(PRIMARY, 0)}/{s['served_by'].get(FALLBACK, 0)} "
             f"| {s['p50_ms']} | {s['p99_ms']} "
+            f"| {r.during_fault.get('p50_ms')}/{r.during_fault.get('p99_ms')} "
             f"| {_fmt_s(r.down_after) if r.expect_down else 'n/a'} "
             f"| {_fmt_s(r.up_after) if r.expect_down else 'n/a'} "
             f"| {'met' if not missed else 'MISSED: ' + '; '.join(missed)} |"
