@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -132,6 +133,92 @@ def test_seed_openai_defaults():
         {**env, "LOCAL_INFERENCE_TIMEOUT": names["LOCAL_INFERENCE_TIMEOUT"]}, env_file=None
     ).backend("vllm")
     assert got == baseline
+
+
+# ------------------------------------------------------------------------- plugin options
+
+ACCESSORS = {"option": str, "option_bool": bool, "option_int": int, "option_float": float}
+_UNRESOLVED = object()
+
+
+def plugin_option_reads() -> list[tuple[str, str, type, object, str]]:
+    """Every option a plugin reads: (plugin, key, type, default, where), from plugins/*/src.
+
+    A read is a call ``<config>.option*("key", default, ...)``; ``default`` is the literal
+    (or a module-level constant's) value, None when absent, ``_UNRESOLVED`` for an expression.
+    """
+    reads = []
+    for src in sorted((ROOT / "plugins").glob("inference-*/src")):
+        plugin = src.parent.name.removeprefix("inference-")
+        for path in sorted(src.rglob("*.py")):
+            tree = ast.parse(path.read_text(), filename=str(path))
+            constants = {
+                target.id: node.value.value
+                for node in tree.body
+                if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+                for target in node.targets
+                if isinstance(target, ast.Name)
+            }
+            for node in ast.walk(tree):
+                if not (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ACCESSORS
+                    and node.args
+                    and isinstance(node.args[0], ast.Constant)
+                    and isinstance(node.args[0].value, str)
+                ):
+                    continue
+                default: object = None
+                if len(node.args) > 1:
+                    arg = node.args[1]
+                    if isinstance(arg, ast.Constant):
+                        default = arg.value
+                    elif isinstance(arg, ast.Name) and arg.id in constants:
+                        default = constants[arg.id]
+                    else:
+                        default = _UNRESOLVED
+                where = f"{path.relative_to(ROOT)}:{node.lineno}"
+                kind = ACCESSORS[node.func.attr]
+                reads.append((plugin, node.args[0].value, kind, default, where))
+    return reads
+
+
+def test_the_option_scan_sees_the_plugins():
+    keys = {(plugin, key) for plugin, key, *_ in plugin_option_reads()}
+    for expected in [("textgen", "autoload"), ("vllm", "health_deep"), ("ollama", "num_ctx")]:
+        assert expected in keys, f"the scan missed {expected}: is the accessor renamed?"
+
+
+def test_every_plugin_option_is_documented():
+    names = documented()
+    missing = sorted(
+        {
+            f"INFERENCE_{plugin.upper()}_{key.upper()}  (read at {where})"
+            for plugin, key, _, _, where in plugin_option_reads()
+            if f"INFERENCE_{plugin.upper()}_{key.upper()}" not in names
+        }
+    )
+    assert not missing, "read by a plugin but not in .env.example:\n" + "\n".join(missing)
+
+
+def test_documented_plugin_option_defaults_are_the_real_defaults():
+    from inference_core.models import BackendConfig
+
+    names = documented()
+    wrong = []
+    for plugin, key, kind, default, where in plugin_option_reads():
+        name = f"INFERENCE_{plugin.upper()}_{key.upper()}"
+        if kind is str or default is None or default is _UNRESOLVED or name not in names:
+            continue
+        if not names[name]:
+            wrong.append(f"{name} shows no default but {where} defaults to {default!r}")
+            continue
+        config = BackendConfig(name=plugin, options={key: names[name]})
+        value = getattr(config, f"option_{kind.__name__}")(key, default)
+        if value != default:
+            wrong.append(f"{name}={names[name]} but {where} defaults to {default!r}")
+    assert not wrong, "\n".join(wrong)
 
 
 # ------------------------------------------------------------------------------ the gateway
