@@ -225,6 +225,25 @@ def test_error_mapping_for_each_status_and_body_shape(status, body, cls):
     assert e.message
 
 
+def test_vllm_max_tokens_over_max_model_len_is_a_context_length_error():
+    """vLLM's 400 when max_tokens does not fit: this backend's context is too small, so a
+    larger-context backend may serve it (the router falls back)."""
+    body = {
+        "error": {
+            "message": "max_tokens=100000 cannot be greater than max_model_len=512. Please "
+            "request fewer output tokens. (parameter=max_tokens, value=100000)",
+            "type": "BadRequestError",
+            "param": "max_tokens",
+            "code": 400,
+        }
+    }
+    e = err(400, body)
+    assert type(e) is ContextLengthExceeded
+    assert e.fallback and not e.retryable
+    assert e.param == "max_tokens"
+    assert "max_model_len=512" in e.message
+
+
 def test_error_mapping_keeps_the_backends_text_and_the_status():
     e = err(422, {"detail": [{"loc": ["body", "messages"], "msg": "field required"}]})
     assert e.status == 422

@@ -82,6 +82,21 @@ def test_bad_request_keeps_param_and_code():
     assert err.code == "invalid_value"
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        "max_tokens=4096 cannot be greater than max_model_len=512.",  # vLLM
+        "This model's maximum context length is 2048 tokens.",  # no code: found by the text
+    ],
+)
+def test_bad_request_uses_cores_context_markers(message):
+    exc = status_error(openai.BadRequestError, 400, param="max_tokens", message=message)
+    err = sdk.map_error(exc, CFG)
+    assert type(err) is ContextLengthExceeded
+    assert err.param == "max_tokens"
+    assert err.message == message
+
+
 async def test_one_cached_client_per_pool_and_settings():
     async with httpx.AsyncClient() as http:
         a = sdk.client_for(http, CFG)

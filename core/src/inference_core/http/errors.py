@@ -34,6 +34,7 @@ _CONTEXT_MARKERS = (
     "too many tokens",
     "prompt is too long",
     "input_tokens",
+    "max_model_len",  # vLLM: "max_tokens=... cannot be greater than max_model_len=..."
 )
 
 

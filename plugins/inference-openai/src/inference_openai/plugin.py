@@ -13,9 +13,7 @@ from inference_core import (
     AuthenticationFailed,
     BackendConfig,
     BackendError,
-    BadRequest,
     ConfigError,
-    ContextLengthExceeded,
     Health,
     ModelInfo,
     RateLimited,
@@ -95,8 +93,8 @@ def refine(exc: Exception, config: BackendConfig) -> Exception:
     """Refinements of core's mapping for what OpenAI-compatible services say.
 
     Echoed key fragments are redacted; a billing 429 (``insufficient_quota``) is not a load
-    429; vLLM's "max_tokens ... cannot be greater than max_model_len" is this backend's
-    context limit, which a larger one may serve.
+    429.  (vLLM's "max_tokens ... cannot be greater than max_model_len" is a context limit
+    for core's mapping already, on both the raw and the SDK path.)
     """
     if isinstance(exc, BackendError) and _KEY_LIKE.search(exc.message):
         exc.message = redact(exc.message)
@@ -105,8 +103,6 @@ def refine(exc: Exception, config: BackendConfig) -> Exception:
         return AuthenticationFailed(
             f"insufficient quota (billing): {exc.message}", backend=config.name
         )
-    if type(exc) is BadRequest and "max_model_len" in exc.message:
-        return ContextLengthExceeded(exc.message, backend=config.name, param=exc.param)
     return exc
 
 

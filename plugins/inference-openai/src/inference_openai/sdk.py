@@ -100,6 +100,16 @@ def _split(method: Any, body: Mapping[str, Any]) -> dict[str, Any]:
     return known
 
 
+def _body_of(response: httpx.Response) -> bytes:
+    """The error response's body, or b"" when it was not read."""
+    import httpx
+
+    try:
+        return response.content
+    except httpx.ResponseNotRead:
+        return b""
+
+
 def map_error(exc: BaseException, config: BackendConfig) -> BackendError:
     """An ``openai`` SDK exception as the inference-core taxonomy error."""
     import openai
@@ -122,6 +132,12 @@ def map_error(exc: BaseException, config: BackendConfig) -> BackendError:
         if isinstance(exc, openai.NotFoundError):
             return ModelNotFound(message, backend=backend)
         if isinstance(exc, openai.BadRequestError):
+            # core's table (context-length markers included), as on the raw path
+            if _body_of(exc.response):
+                mapped = error_for_response(
+                    exc.status_code, exc.response.content, exc.response.headers, backend=backend
+                )
+                return refine(mapped, config)  # type: ignore[return-value]
             if exc.code == "context_length_exceeded":
                 return ContextLengthExceeded(message, backend=backend, param=exc.param)
             bad = BadRequest(message, backend=backend, param=exc.param, code=exc.code)

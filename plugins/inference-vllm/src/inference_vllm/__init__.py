@@ -14,7 +14,8 @@ vLLM's server speaks the OpenAI HTTP API, so every hook is a thin call into
   still answers 200.  Option ``health_deep=true`` also reads ``/metrics`` and reports ``down``
   when requests are running but no token was processed for ``health_stall_seconds`` (default 30);
 * ``max_tokens`` above the server's ``max_model_len`` is raised as ``ContextLengthExceeded``
-  (vLLM says 400 ``param: max_tokens``): a backend with a larger context may serve it;
+  (vLLM says 400 ``param: max_tokens``; core's error mapping knows it): a backend with a
+  larger context may serve it;
 * :meth:`VLLMPlugin.list_models` tags each model with ``context_length`` (vLLM's ``max_model_len``),
   and ``startup`` puts it into ``options["context_length"]`` for the router's context fallback.
 
@@ -109,13 +110,6 @@ class VLLMPlugin:
                 body["model"] = served[0]
         return body
 
-    @staticmethod
-    def _context_error(exc: BadRequest, config: BackendConfig) -> BadRequest:
-        """vLLM's ``max_tokens > max_model_len`` is a context limit of this backend."""
-        if type(exc) is BadRequest and exc.param == "max_tokens" and "max_model_len" in exc.message:
-            return ContextLengthExceeded(exc.message, backend=config.name, param="max_tokens")
-        return exc
-
     def _embed_config(self, config: BackendConfig) -> BackendConfig:
         url = config.option("embed_base_url")
         model = config.option("embed_model")
@@ -136,20 +130,14 @@ class VLLMPlugin:
         self, request: ChatRequest, config: BackendConfig, http: httpx.AsyncClient
     ) -> ChatResponse | AsyncIterator[ChatChunk]:
         body = await self._body(http, config, request)
-        try:
-            return await openai_compat.chat(http, config, request, body=body)
-        except BadRequest as exc:
-            raise self._context_error(exc, config) from None
+        return await openai_compat.chat(http, config, request, body=body)
 
     @hookimpl
     async def complete(
         self, request: CompletionRequest, config: BackendConfig, http: httpx.AsyncClient
     ) -> CompletionResponse | AsyncIterator[CompletionResponse]:
         body = await self._body(http, config, request)
-        try:
-            return await openai_compat.complete(http, config, request, body=body)
-        except BadRequest as exc:
-            raise self._context_error(exc, config) from None
+        return await openai_compat.complete(http, config, request, body=body)
 
     @hookimpl
     async def embed(
