@@ -239,7 +239,8 @@ def test_vllm_max_tokens_over_max_model_len_is_a_context_length_error():
     }
     e = err(400, body)
     assert type(e) is ContextLengthExceeded
-    assert e.fallback and not e.retryable
+    assert e.fallback
+    assert not e.retryable
     assert e.param == "max_tokens"
     assert "max_model_len=512" in e.message
 
