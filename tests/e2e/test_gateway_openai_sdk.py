@@ -202,3 +202,65 @@ def test_stream_error_after_first_chunk_raises_in_the_sdk(gw: Any, fakes: Any) -
     with pytest.raises(openai.APIError):
         consume()
     assert received  # the first chunks arrived, then the in-band error ended the stream
+
+
+def _stream_while_stopping(gw: Any, fake: FakeOpenAIServer) -> tuple[str, float]:
+    """Start a slow stream, ask the server to stop after its first chunk; the whole body."""
+    import threading
+
+    fake.chunk_delay = 0.05
+    fake.reply = " ".join(f"w{i}" for i in range(20))  # about 1 s of stream
+    started = threading.Event()
+    out: list[str] = []
+
+    def consume() -> None:
+        with httpx.stream(
+            "POST",
+            gw.base_url + "/chat/completions",
+            headers={"authorization": f"Bearer {GW_KEY}"},
+            json={"model": "gpt-4o-mini", "messages": MSG, "stream": True},
+            timeout=30,
+        ) as r:
+            for text in r.iter_text():
+                out.append(text)
+                started.set()
+
+    t0 = time.monotonic()
+    reader = threading.Thread(target=consume)
+    reader.start()
+    assert started.wait(10)
+    gw.server.should_exit = True  # what SIGTERM does
+    reader.join(20)
+    gw.thread.join(20)
+    return "".join(out), time.monotonic() - t0
+
+
+def test_sigterm_lets_in_flight_streams_finish(fakes: Any, serve_gateway: Any) -> None:
+    first, _ = fakes
+    first.reset()
+    gw = serve_gateway(
+        {"INFERENCE_PROVIDER": "openai", "OPENAI_API_BASE": first.base_url,
+         "OPENAI_API_KEY": SECRET, "HEALTH_CHECK_INTERVAL": "3600"},
+        api_keys=GW_KEY, drain_timeout=10,
+    )  # fmt: skip
+    body, _ = _stream_while_stopping(gw, first)
+    assert body.rstrip().endswith("data: [DONE]")  # finished, not cut
+    assert "w19" in body
+    assert not gw.thread.is_alive()
+    assert gw.router.http is None  # lifespan shutdown closed the router
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(gw.url + "/health", timeout=2)
+
+
+def test_drain_timeout_cuts_a_stream_with_an_in_band_error(fakes: Any, serve_gateway: Any) -> None:
+    first, _ = fakes
+    first.reset()
+    gw = serve_gateway(
+        {"INFERENCE_PROVIDER": "openai", "OPENAI_API_BASE": first.base_url,
+         "OPENAI_API_KEY": SECRET, "HEALTH_CHECK_INTERVAL": "3600"},
+        api_keys=GW_KEY, drain_timeout=0.2,
+    )  # fmt: skip
+    body, elapsed = _stream_while_stopping(gw, first)
+    assert "[DONE]" not in body
+    assert '"code":"gateway_shutdown"' in body
+    assert elapsed < 5
