@@ -50,6 +50,39 @@ def test_seed_openai_variables():
     assert load(INFERENCE_PROVIDER="openai").backend("openai").timeout == 60.0
 
 
+def test_openai_org_and_project_fall_back_to_the_openai_package_names():
+    env = {"INFERENCE_PROVIDER": "openai", "OPENAI_ORG_ID": " org-1 ", "OPENAI_PROJECT_ID": "p1"}
+    s = load(**env)
+    cfg = s.backend("openai")
+    assert cfg.option("organization") == "org-1"
+    assert cfg.option("project") == "p1"
+    assert s.sources("openai")["options.organization"] == "OPENAI_ORG_ID"
+    assert s.sources("openai")["options.project"] == "OPENAI_PROJECT_ID"
+    # the namespaced variables win
+    s = load(**env, INFERENCE_OPENAI_ORGANIZATION="org-2", INFERENCE_OPENAI_PROJECT="p2")
+    assert s.backend("openai").option("organization") == "org-2"
+    assert s.backend("openai").option("project") == "p2"
+    assert s.sources("openai")["options.organization"] == "INFERENCE_OPENAI_ORGANIZATION"
+    # unset or blank: no option at all (no header is sent)
+    blank = load(INFERENCE_PROVIDER="openai", OPENAI_ORG_ID=" ").backend("openai")
+    assert "organization" not in blank.options
+    assert "project" not in blank.options
+
+
+def test_openai_org_and_project_fallbacks_are_for_openai_plugin_backends_only():
+    s = load(
+        INFERENCE_PROVIDER="vllm",
+        ENABLE_FALLBACK="true",
+        FALLBACK_CHAIN="azure",
+        INFERENCE_AZURE_PLUGIN="openai",
+        OPENAI_ORG_ID="org-1",
+        OPENAI_PROJECT_ID="p1",
+    )
+    assert "organization" not in s.backend("vllm").options
+    assert s.backend("azure").option("organization") == "org-1"  # an openai-plugin instance
+    assert s.backend("azure").option("project") == "p1"
+
+
 def test_seed_local_variables_go_to_the_provider_only():
     s = load(
         INFERENCE_PROVIDER="ollama",

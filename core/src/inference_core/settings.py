@@ -8,8 +8,9 @@ variable, what is wrong with the value and what is accepted.  Secrets (API keys,
 
 The seed document's variables work as it documents them (``INFERENCE_PROVIDER``,
 ``ENABLE_FALLBACK``, ``FALLBACK_CHAIN``, ``OPENAI_*``, ``LOCAL_*``, ``VLLM_MODEL_NAME``,
-``HEALTH_CHECK_*``); each backend also has namespaced ``INFERENCE_<NAME>_*`` variables, which win
-over the seed's shared ones:
+``HEALTH_CHECK_*``; for the ``openai`` plugin also ``OPENAI_ORG_ID`` / ``OPENAI_PROJECT_ID``,
+the openai package's names for the ``organization`` / ``project`` options); each backend also
+has namespaced ``INFERENCE_<NAME>_*`` variables, which win over the seed's shared ones:
 
 * ``INFERENCE_<NAME>_BASE_URL``: comma-separated list = replicas;
 * ``INFERENCE_<NAME>_MODEL``, ``_API_KEY``, ``_TIMEOUT``, ``_CONNECT_TIMEOUT``;
@@ -94,9 +95,14 @@ SEED_VARIABLES = (
     "HEALTH_CHECK_TIMEOUT",
 )
 
+#: Seed-style fallbacks for options of every ``openai``-plugin backend (the names the openai
+#: package itself reads): option -> variable. ``INFERENCE_<NAME>_<OPTION>`` wins.
+OPENAI_OPTION_FALLBACKS = {"organization": "OPENAI_ORG_ID", "project": "OPENAI_PROJECT_ID"}
+
 #: Every fixed-name variable core settings read (per-backend ``INFERENCE_<NAME>_*`` aside).
 CORE_VARIABLES = (
     *SEED_VARIABLES,
+    *OPENAI_OPTION_FALLBACKS.values(),
     "INFERENCE_PLUGINS_ALLOW",
     "INFERENCE_TRACE_PLUGINS",
     "INFERENCE_STRICT_MODELS",
@@ -589,6 +595,11 @@ def _resolve_backend(
             continue  # lower-case or odd spellings are not ours
         options[key.lower()] = SecretStr(value) if _is_secret_var(key) else value
         src[f"options.{key.lower()}"] = prefix + key
+    if is_openai:
+        for key, variable in OPENAI_OPTION_FALLBACKS.items():
+            if key not in options and seed(variable):
+                options[key] = (seed(variable) or "").strip()
+                src[f"options.{key}"] = variable
     if plugin != name:
         options["plugin"] = plugin
 

@@ -6,7 +6,8 @@ first use and cached: openai >= 3 accepts a plain ``httpx.AsyncClient`` as ``htt
 of opening its own.  The SDK never closes that pool here (we never call ``close()`` on a cached
 client; core owns the pool).  ``max_retries=0``: the router owns retries.  Organization and
 project come from the options only (the SDK's own ``OPENAI_ORG_ID`` / ``OPENAI_PROJECT_ID``
-environment fallback is switched off: settings is the one place that reads the environment).
+environment fallback is switched off: settings is the one place that reads the environment, and
+maps those two variables onto the options).
 
 SDK exceptions map onto the taxonomy in :func:`map_error`.  The SDK cannot tell a stream that
 ended with ``[DONE]`` from one cut short, so a stream that ends before any chunk carried a
