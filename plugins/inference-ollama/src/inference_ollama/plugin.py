@@ -19,7 +19,13 @@ from inference_core import (
     ModelInfo,
     hookimpl,
 )
-from inference_core.http import error_for_event, error_for_exception, iter_ndjson, send
+from inference_core.http import (
+    error_for_event,
+    error_for_exception,
+    iter_ndjson,
+    openai_compat,
+    send,
+)
 
 from . import translate
 
@@ -45,18 +51,6 @@ def _timeout(config: BackendConfig) -> httpx.Timeout:
     return httpx.Timeout(max(config.timeout, _load_timeout(config)), connect=config.connect_timeout)
 
 
-def _url(config: BackendConfig, path: str) -> str:
-    if not config.base_url:
-        raise BackendUnavailable("no base URL is configured", backend=config.name)
-    return config.base_url + path
-
-
-def _headers(config: BackendConfig) -> dict[str, str]:
-    """Bearer auth for an Ollama behind a proxy, or ollama.com (``API_KEY``)."""
-    key = config.secret()
-    return {"authorization": f"Bearer {key}"} if key else {}
-
-
 def _refine(exc: BackendError, config: BackendConfig) -> BackendError:
     """Ollama's "does not support embeddings/chat/tools" is a capability the model lacks."""
     if "does not support" in exc.message.lower():
@@ -71,10 +65,10 @@ async def _post(
         return await send(
             http,
             "POST",
-            _url(config, path),
+            openai_compat.url_for(config, path),
             backend=config.name,
             body=body,
-            headers=_headers(config),
+            headers=openai_compat.auth_headers(config),
             timeout=_timeout(config),
             stream=stream,
         )
@@ -151,9 +145,9 @@ async def _tags(http: httpx.AsyncClient, config: BackendConfig, timeout: Any = N
     response = await send(
         http,
         "GET",
-        _url(config, "/api/tags"),
+        openai_compat.url_for(config, "/api/tags"),
         backend=config.name,
-        headers=_headers(config),
+        headers=openai_compat.auth_headers(config),
         timeout=timeout,
     )
     entries = _json(response.content, config, "model list").get("models") or []
@@ -174,9 +168,9 @@ async def health(config: BackendConfig, http: httpx.AsyncClient) -> Health:
         response = await send(
             http,
             "GET",
-            _url(config, "/api/version"),
+            openai_compat.url_for(config, "/api/version"),
             backend=config.name,
-            headers=_headers(config),
+            headers=openai_compat.auth_headers(config),
         )
         version = _json(response.content, config, "version").get("version")
         models = [translate.model_info(e, config.name).id for e in await _tags(http, config)]
