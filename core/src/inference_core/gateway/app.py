@@ -575,8 +575,7 @@ class Gateway:
                 state[1] = True
                 task.cancel()
 
-        watcher = asyncio.ensure_future(receive())
-        watcher.add_done_callback(_on_disconnect)
+        watcher: asyncio.Future[Any] | None = None
         ttft: float | None = None
         usage_seen = None
         status = 200
@@ -614,6 +613,9 @@ class Gateway:
                              "more_body": True}
                         )  # fmt: skip
                         ttft = perf_counter() - t0
+                        # from now on, a client that hangs up cancels the relay
+                        watcher = asyncio.ensure_future(receive())
+                        watcher.add_done_callback(_on_disconnect)
                         continue
                     buf.append(b"data: ")
                     buf.append(raw)
@@ -657,7 +659,7 @@ class Gateway:
             await send({"type": "http.response.body", "body": b"".join(buf), "more_body": False})
         finally:
             state[0] = False
-            if not watcher.done():
+            if watcher is not None and not watcher.done():
                 watcher.cancel()
             if trace.usage is None and usage_seen is not None:
                 trace.usage = usage_seen

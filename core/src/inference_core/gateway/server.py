@@ -49,6 +49,7 @@ def uvicorn_options(settings: GatewaySettings) -> dict[str, Any]:
         "log_config": uvicorn_log_config(settings.log_format, settings.log_level),
         "log_level": settings.log_level,
         "server_header": False,
+        "proxy_headers": False,  # nothing here uses the client address
         "timeout_graceful_shutdown": settings.drain_timeout,
         "backlog": 2048,
     }
