@@ -267,3 +267,24 @@ async def test_embeddings_models_health_ready(build: Any, upstreams: Upstreams) 
     assert 'inference_gateway_backend_state{backend="second",state="down"} 1.0' in metrics_down
     for text in (health.text, metrics):
         assert SECRET not in text
+
+
+async def test_model_routing_and_strict_unknown_model(build: Any, upstreams: Upstreams) -> None:
+    app, _ = build(
+        {
+            "INFERENCE_STRICT_MODELS": "true",
+            "INFERENCE_UP_ALIASES": "small=up-small",
+            "INFERENCE_SECOND_ALIASES": "big=second-big",
+        }
+    )
+    async with app.router.lifespan_context(app), client(app) as c:
+        big = await c.post("/v1/chat/completions", json={"model": "big", "messages": MSG})
+        unknown = await c.post("/v1/chat/completions", json={"model": "huge", "messages": MSG})
+    assert big.status_code == 200
+    assert big.headers["x-inference-backend"] == "second"  # routed by alias, not chain order
+    assert json.loads(upstreams.requests[-1].content)["model"] == "second-big"
+    assert unknown.status_code == 404
+    err = unknown.json()["error"]
+    assert err["code"] == "model_not_found"
+    assert err["param"] == "model"
+    assert "x-should-retry" not in unknown.headers
