@@ -947,8 +947,10 @@ def cmd_report(a):
                     # the whole-stream latency has no target of its own: TTFB is the stream's
                     met = "yes" if o < 500 else "NO"
                     if ep == "stream":
-                        w(f"| added p50 latency at c=1, ms (whole stream) | {ep} | {o / 1000:.3f} | "
-                          f"{l_ / 1000:.2f} | {(l_ / o) if o > 0 else float('inf'):.0f}x lower | - | - |")
+                        w(
+                            f"| added p50 latency at c=1, ms (whole stream) | {ep} | {o / 1000:.3f} | "
+                            f"{l_ / 1000:.2f} | {(l_ / o) if o > 0 else float('inf'):.0f}x lower | - | - |"
+                        )
                         continue
                     w(
                         f"| added p50 latency at c=1, ms | {ep} | {o / 1000:.3f} | {l_ / 1000:.2f} | "
