@@ -110,7 +110,12 @@ async def test_which_failures_count_toward_the_breaker(reply, counts):
         health = await router.health()
     assert (health["a"]["breaker"] == "open") is counts
     if reply.__class__ is httpx.Response and reply.status_code == 429:
-        assert health["a"]["rate_limited"] == 1
+        assert health["a"]["rate_limits"] == 1
+        # no Retry-After: remembered for the policy's backoff base (0.25 s), real clock here
+        assert 0.0 <= health["a"]["rate_limited"] <= 0.25
+    else:
+        assert health["a"]["rate_limits"] == 0
+        assert health["a"]["rate_limited"] == 0
 
 
 async def test_all_marked_down_still_tries_them_in_chain_order():
@@ -174,6 +179,7 @@ async def test_health_report_shape():
             "outstanding": 0,
             "breaker": "closed",
             "external_load": 0.0,
+            "rate_limited": 0.0,
         },
         {
             "url": "http://a2.test",
@@ -181,6 +187,7 @@ async def test_health_report_shape():
             "outstanding": 0,
             "breaker": "closed",
             "external_load": 0.0,
+            "rate_limited": 0.0,
         },
     ]
     assert SECRET not in str(report)

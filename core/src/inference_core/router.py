@@ -9,6 +9,10 @@ refused):
 * retryable failures (unavailable, timeout, 429) are retried on the same backend with
   exponential backoff and full jitter, ``Retry-After`` honoured up to ``retry_after_cap``
   (longer: fall back at once), at most ``max_retries`` times;
+* a 429 is remembered per replica until its ``Retry-After`` (or a short doubling default):
+  while another replica or backend that is healthy and not rate limited remains, the request
+  moves on at once instead of waiting, and later requests try the rate-limited backend after
+  the healthy ones (never refused) until the time passes; only a last option is waited for;
 * failures whose class says ``fallback`` move on to the next backend; a plain bad request is
   answered as is (it would be wrong everywhere);
 * one ``request_deadline`` bounds all of it; ``first_token_timeout`` bounds each try up to a
@@ -108,7 +112,6 @@ class _Backend:
         "hooks",
         "load_error",
         "name",
-        "rate_limited",
         "replicas",
         "started",
         "status",
@@ -118,7 +121,6 @@ class _Backend:
         self.name = name
         self.hooks = hooks
         self.load_error: str | None = None
-        self.rate_limited = 0
         self.started = False
         self.status = BackendStatus()
         self.callers: dict[str, Any] = {}
@@ -178,8 +180,12 @@ class Router:
         # a request kept waiting longer than a health check may take triggers a probe
         self._slow_after = self.monitor.timeout
         self._watchdog = Watchdog(
-            tick=max(0.001, min(0.1, shortest / 20)), on_slow=self.monitor.poke
+            tick=max(0.001, min(0.1, shortest / 20)),
+            on_slow=self.monitor.poke,
+            on_tick=self._tick,
         )
+        # replicas whose rate limit was announced to the listeners and has not ended yet
+        self._limited: dict[Replica, _Backend] = {}
         load_errors = {
             r.name: r.error for r in getattr(plugins, "reports", ()) if getattr(r, "error", None)
         }
@@ -438,20 +444,42 @@ class Router:
         """The backends to try, in order.
 
         Backends that declare ``model`` come first, then the rest of the chain; within that
-        order, healthy ones first, then those marked down / loading / with an open breaker
-        (still tried, last, never refused).
+        order, healthy ones first, then healthy ones that are rate limited (a 429 whose
+        ``Retry-After`` has not passed), then those marked down / loading / with an open
+        breaker (still tried, last, never refused).
         """
+        if self._limited:
+            self._expire_rate_limits()
         good: list[_Backend] = []
+        limited: list[_Backend] = []
         later: list[_Backend] = []
         for b in self._model_order.get(model, self._live) if model else self._live:
             state = b.status.state
             if (state == "ready" or state == "unknown") and b.replicas.available():
-                good.append(b)
+                if b.replicas.rate_limited():
+                    limited.append(b)
+                else:
+                    good.append(b)
             else:
                 later.append(b)
+        if limited:
+            good.extend(limited)
         if later:
             good.extend(later)
         return good
+
+    @staticmethod
+    def _free_after(order: list[_Backend], index: int, context_floor: int | None) -> bool:
+        """True when a backend after ``order[index]`` would take the request now: healthy,
+        its breaker closed (or half-open and free), some replica not rate limited."""
+        for b in order[index + 1 :]:
+            size = b.context_length
+            if context_floor is not None and size is not None and size <= context_floor:
+                continue  # would be skipped
+            state = b.status.state
+            if (state == "ready" or state == "unknown") and b.replicas.has_free():
+                return True
+        return False
 
     async def _route(self, op: str, request: Any, trace: RequestTrace, stream: bool) -> Any:
         policy = self.policy
@@ -487,7 +515,8 @@ class Router:
             caller = backend.callers.get(op)
             retry = 0
             while True:
-                remaining = deadline - clock()
+                sent_at = clock()
+                remaining = deadline - sent_at
                 if remaining <= 0:
                     if not attempts or attempts[-1].backend != backend.name:
                         attempts.append(
@@ -532,6 +561,8 @@ class Router:
                     )
                 else:
                     breaker.on_success(trial)
+                    if replica.rate_limit.streak:  # it answered: the rate limit is over
+                        self._answered(backend, replica, sent_at)
                     if backend.status.state == "down":  # it answered: re-check it now
                         self.monitor.poke(backend.name)
                     trace.backend = backend.name
@@ -574,6 +605,19 @@ class Router:
                         # waiting as long again on the same server doubles the latency:
                         # a timeout falls back at once while another backend remains
                         break
+                    if isinstance(error, RateLimited):
+                        if backend.replicas.has_free(replica):
+                            # another replica is not rate limited: ask it now, no waiting
+                            if retry < policy.max_retries:
+                                retry += 1
+                                trace.retries += 1
+                                continue
+                            break
+                        if self._free_after(order, index, context_floor):
+                            # another backend takes it now: no waiting for this one
+                            break
+                        # the last option: wait for its Retry-After (<= cap, within the
+                        # deadline) and ask it again
                     delay = retry_delay(
                         error, retry + 1, policy, remaining=deadline - clock(), rand=self._rand
                     )
@@ -647,12 +691,65 @@ class Router:
             if not isinstance(error, AuthenticationFailed):
                 self.monitor.poke(backend.name)
         elif isinstance(error, RateLimited):
-            backend.rate_limited += 1
+            self._rate_limited(backend, replica, error)
             breaker.on_neutral(trial)
         elif isinstance(error, BadRequest):
             breaker.on_success(trial)  # it answered: alive
         else:
             breaker.on_neutral(trial)
+
+    # ------------------------------------------------------------------------- rate limits
+
+    def _rate_limited(self, backend: _Backend, replica: Replica, error: RateLimited) -> None:
+        """A 429: remember the replica as rate limited (announced when it starts)."""
+        rl = replica.rate_limit
+        seconds = rl.hit(error.retry_after, self.policy)
+        if rl.announced or not rl.active():
+            return  # already announced (now perhaps longer), or nothing to remember (0 s)
+        rl.announced = True
+        self._limited[replica] = backend
+        said = "Retry-After" if error.retry_after is not None else "no Retry-After"
+        self._rate_limit_change(
+            backend, replica, "clear", "limited", f"429, rate limited for {seconds:g}s ({said})"
+        )
+
+    def _answered(self, backend: _Backend, replica: Replica, sent_at: float) -> None:
+        """A request sent after the replica's last 429 was answered: its limit is over."""
+        rl = replica.rate_limit
+        if rl.answered(sent_at) and rl.announced:
+            self._rate_limit_over(backend, replica, "answered again")
+
+    def _expire_rate_limits(self) -> None:
+        for replica, backend in list(self._limited.items()):
+            if not replica.rate_limit.active():
+                self._rate_limit_over(backend, replica, "Retry-After passed")
+
+    def _tick(self) -> None:
+        """Called by the watchdog every tick: announce the rate limits that ran out."""
+        if self._limited:
+            self._expire_rate_limits()
+
+    def _rate_limit_over(self, backend: _Backend, replica: Replica, why: str) -> None:
+        replica.rate_limit.announced = False
+        self._limited.pop(replica, None)
+        self._rate_limit_change(backend, replica, "limited", "clear", why)
+
+    def _rate_limit_change(
+        self, backend: _Backend, replica: Replica, old: str, new: str, detail: str
+    ) -> None:
+        multi = not backend.replicas.single
+        where = f"{backend.name} replica {replica.display_url}" if multi else backend.name
+        logger.info("backend %s: %s -> %s (%s)", where, old, new, detail)
+        self._emit(
+            StateChange(
+                backend.name,
+                "rate_limit",
+                old,
+                new,
+                detail,
+                replica.display_url if multi else None,
+            )
+        )
 
     # ----------------------------------------------------------------------------- secrets
 
@@ -715,7 +812,9 @@ class Router:
 
     async def health(self, *, refresh: bool = False) -> dict[str, dict[str, Any]]:
         """Per backend (chain order): state, detail, last_check (ISO), latency_ms, models,
-        load_error, breaker, cooldown_remaining (s), rate_limited, replicas.
+        load_error, breaker, cooldown_remaining (s), rate_limited (s left of a 429's
+        ``Retry-After``: while > 0 the backend is tried after the others), rate_limits (429s
+        seen), replicas (each with its own rate_limited).
 
         ``refresh=True`` probes every backend now instead of reporting the last check.
         """
@@ -723,6 +822,8 @@ class Router:
             if not self._started:
                 await self.start()
             await self.monitor.check_all()
+        if self._limited:
+            self._expire_rate_limits()
         out: dict[str, dict[str, Any]] = {}
         for i, b in enumerate(self._chain):
             status = b.status
@@ -736,7 +837,8 @@ class Router:
                 "load_error": b.load_error,
                 "breaker": b.replicas.breaker_state(),
                 "cooldown_remaining": round(b.replicas.cooldown_remaining(), 3),
-                "rate_limited": b.rate_limited,
+                "rate_limited": round(b.replicas.rate_limit_remaining(), 3),
+                "rate_limits": sum(r.rate_limit.count for r in b.replicas.replicas),
                 "replicas": [r.snapshot() for r in b.replicas.replicas if r.url],
             }
         return out

@@ -8,8 +8,10 @@ running + waiting on that server, e.g. vLLM's ``num_requests_running + num_reque
 the part of that load that came from other clients at the last probe.
 
 :meth:`ReplicaSet.pick` takes the least loaded replica (ties round-robin) among those whose
-breaker lets a request through and whose last probe did not say ``down``; when every replica is
-ejected it still picks one, so a request is never refused here.
+breaker lets a request through, whose last probe did not say ``down`` and that are not rate
+limited (a 429 remembered until its ``Retry-After``, see :mod:`.rate_limit`); failing that, among
+those merely eligible; when every replica is ejected it still picks one, so a request is never
+refused here.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from .breaker import BreakerState, CircuitBreaker
 from .policy import RouterPolicy
+from .rate_limit import RateLimit
 
 if TYPE_CHECKING:
     from ..models import BackendConfig
@@ -50,11 +53,18 @@ class Replica:
         "display_url",
         "external",
         "outstanding",
+        "rate_limit",
         "state",
         "url",
     )
 
-    def __init__(self, url: str, config: BackendConfig, breaker: CircuitBreaker) -> None:
+    def __init__(
+        self,
+        url: str,
+        config: BackendConfig,
+        breaker: CircuitBreaker,
+        rate_limit: RateLimit | None = None,
+    ) -> None:
         self.url = url
         self.display_url = strip_credentials(url)
         self.config = config
@@ -63,6 +73,7 @@ class Replica:
         self.external = 0.0  # the server's load from other clients, when its probe reports it
         self.state: str = "unknown"  # the last active probe: ready / loading / down / unknown
         self.detail: str | None = None
+        self.rate_limit = rate_limit if rate_limit is not None else RateLimit()
 
     @property
     def eligible(self) -> bool:
@@ -75,6 +86,7 @@ class Replica:
             "outstanding": self.outstanding,
             "breaker": self.breaker.state,
             "external_load": self.external,
+            "rate_limited": round(self.rate_limit.remaining(), 3),
         }
 
 
@@ -101,7 +113,7 @@ class ReplicaSet:
                 policy.breaker_cooldown,
                 clock=clock,
             )
-            replica = Replica(url, cfg, breaker)
+            replica = Replica(url, cfg, breaker, RateLimit(clock))
             if on_breaker_change is not None:
                 breaker.listener = _bind(on_breaker_change, replica)
             replicas.append(replica)
@@ -115,16 +127,34 @@ class ReplicaSet:
             return self.replicas[0].breaker.available()
         return any(r.breaker.available() for r in self.replicas)
 
+    def rate_limited(self) -> bool:
+        """True when every replica is rate limited (a 429 whose ``Retry-After`` runs)."""
+        if self.single:
+            return self.replicas[0].rate_limit.active()
+        return all(r.rate_limit.active() for r in self.replicas)
+
+    def rate_limit_remaining(self) -> float:
+        """Seconds until some replica is no longer rate limited (0 when one is not now)."""
+        if self.single:
+            return self.replicas[0].rate_limit.remaining()
+        return min(r.rate_limit.remaining() for r in self.replicas)
+
+    def has_free(self, besides: Replica | None = None) -> bool:
+        """True when a replica other than ``besides`` is eligible and not rate limited."""
+        return any(
+            r is not besides and r.eligible and not r.rate_limit.active() for r in self.replicas
+        )
+
     def pick(self) -> Replica:
-        """The replica for the next request: least outstanding among eligible ones."""
+        """The replica for the next request: least outstanding among eligible ones, those
+        not rate limited first."""
         replicas = self.replicas
         if self.single:
             return replicas[0]
-        candidates = [r for r in replicas if r.eligible] or [
-            r for r in replicas if r.breaker.available()
-        ]
+        eligible = [r for r in replicas if r.eligible]
+        candidates = [r for r in eligible if not r.rate_limit.active()] or eligible
         if not candidates:
-            candidates = replicas
+            candidates = [r for r in replicas if r.breaker.available()] or replicas
         n = len(candidates)
         start = self._rr % n
         self._rr += 1

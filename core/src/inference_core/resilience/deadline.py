@@ -72,10 +72,12 @@ class Watchdog:
         tick: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
         on_slow: Callable[[str], None] | None = None,
+        on_tick: Callable[[], None] | None = None,
     ) -> None:
         self.tick = tick
         self.clock = clock
         self.on_slow = on_slow
+        self.on_tick = on_tick  # called every tick (keep it quick; an exception is ignored)
         self._guards: set[Guard] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -130,6 +132,9 @@ class Watchdog:
         guards = self._guards
         while True:
             await asyncio.sleep(self.tick)
+            if self.on_tick is not None:
+                with contextlib.suppress(Exception):
+                    self.on_tick()
             if not guards:
                 continue
             now = self.clock()

@@ -43,13 +43,15 @@ _RANK = {"ready": 0, "loading": 1, "unknown": 2, "down": 3}
 class StateChange:
     """One transition, as given to ``Router.add_state_listener`` listeners.
 
-    ``kind`` is ``"health"`` (active checks: ready / loading / down / unknown) or ``"breaker"``
-    (closed / open / half_open).  ``replica`` is the replica URL (credentials stripped) when the
-    change concerns one replica of a multi-replica backend, else None.
+    ``kind`` is ``"health"`` (active checks: ready / loading / down / unknown), ``"breaker"``
+    (closed / open / half_open) or ``"rate_limit"`` (clear / limited: a 429 remembered until
+    its ``Retry-After``; ``detail`` says for how long).  ``replica`` is the replica URL
+    (credentials stripped) when the change concerns one replica of a multi-replica backend,
+    else None.
     """
 
     backend: str
-    kind: Literal["health", "breaker"]
+    kind: Literal["health", "breaker", "rate_limit"]
     old: str
     new: str
     detail: str | None = None
