@@ -6,7 +6,7 @@
 #   bench/run.sh --quick               # smoke test: 1 rep, 2 s runs, c = 1 16
 #   bench/run.sh --no-litellm          # only direct vs inference-core
 #   bench/run.sh --litellm-workers "1 2"   # also the 2-worker anchor
-#   bench/run.sh --gateway URL --name NAME [--pid PID] [--api-key KEY]   # an already running gateway
+#   bench/run.sh --gateway URL --name NAME [--pid PID] [--api-key KEY]   # also an already running gateway
 #
 # Our gateway is started by the harness (start-up time to first 200 is measured) with
 # bench/gateway.env: two instances of the vllm plugin on the mock, routed by model name:
@@ -15,7 +15,8 @@
 # Options:
 #   --duration S (10)  --warmup S (3)  --reps N (2)  --conns "1 16 64"  --endpoints "chat stream embed"
 #   --ours-cmd CMD (default: $PYTHON -c 'from inference_core.gateway import serve; serve()')
-#   --ours-env FILE (bench/gateway.env)   --no-ours   --rundir DIR (/tmp/gwbench/NAME)   --out FILE
+#   --ours-env FILE (bench/gateway.env)   --ours-name NAME (inference-core)   --no-ours
+#   --rundir DIR (/tmp/gwbench/NAME)   --out FILE
 #   --skip-setup   --upgrade-litellm
 # Env: PYTHON (the repo's .venv/bin/python, else python3), LITELLM_VENV (/opt/peers/litellm),
 #      LITELLM_SPEC ('litellm[proxy]==1.108.7': the anchor version stays fixed)
@@ -36,11 +37,12 @@ LITELLM_WORKERS="1"
 DURATION=10 WARMUP=3 REPS=2 CONNS="1 16 64" ENDPOINTS="chat stream embed"
 RUNDIR="" OUT="" SKIP_SETUP=0 UPGRADE=0
 OURS_CMD="$PYTHON -c 'from inference_core.gateway import serve; serve()'"
-OURS_ENV="$HERE/gateway.env" OURS=1
+OURS_ENV="$HERE/gateway.env" OURS=1 OURS_NAME=inference-core
 
 while [ $# -gt 0 ]; do
   case "$1" in
-    --gateway) GATEWAY="$2"; OURS=0; shift 2 ;;
+    --gateway) GATEWAY="$2"; shift 2 ;;
+    --ours-name) OURS_NAME="$2"; shift 2 ;;
     --ours-cmd) OURS_CMD="$2"; shift 2 ;;
     --ours-env) OURS_ENV="$2"; shift 2 ;;
     --no-ours) OURS=0; shift ;;
@@ -186,7 +188,7 @@ fi
 
 start=()
 if [ "$OURS" = 1 ]; then
-  start=(--start-cmd "$OURS_CMD" --start-name "$NAME" --start-port 8000 --start-env "$OURS_ENV")
+  start=(--start-cmd "$OURS_CMD" --start-name "$OURS_NAME" --start-port 8000 --start-env "$OURS_ENV")
 fi
 
 log "loadavg $(cat /proc/loadavg)"
@@ -210,6 +212,6 @@ NOTES="$RUNDIR/notes.md"
 title="Gateway overhead: direct nginx mock vs"
 [ -n "$LITELLM_WORKERS" ] && title+=" LiteLLM proxy (workers: $LITELLM_WORKERS)"
 [ -n "$GATEWAY" ] && title+=" vs $NAME ($GATEWAY)"
-[ "$OURS" = 1 ] && title+=" vs $NAME (started by the harness)"
+[ "$OURS" = 1 ] && title+=" vs $OURS_NAME (started by the harness)"
 python3 "$HERE/bench.py" report --rundir "$RUNDIR" --out "$OUT" --title "$title" --raw-name "$RAW" --notes "$NOTES"
 log "done: $OUT"
