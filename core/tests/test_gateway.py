@@ -736,6 +736,7 @@ async def test_cors_off_by_default_and_on_when_configured() -> None:
     assert "access-control-allow-origin" not in other.headers
     assert pre.status_code == 200
     assert pre.headers["access-control-allow-origin"] == "https://app.example"
+    assert pre.headers["x-request-id"]  # even a preflight answered by the CORS layer
 
 
 # ------------------------------------------------------------------------ metrics and logs
@@ -847,7 +848,10 @@ async def test_access_log_off_writes_nothing(caplog: pytest.LogCaptureFixture) -
 async def test_openapi_declares_request_bodies() -> None:
     app, _ = make()
     async with client(app) as c:
-        spec = (await c.get("/openapi.json")).json()
+        response = await c.get("/openapi.json", headers={"x-request-id": "spec-1"})
+        spec = response.json()
+    assert response.headers["x-request-id"] == "spec-1"
+    assert response.headers["x-inference-backend"] == "none"
     for path, schema in (
         ("/v1/chat/completions", "ChatRequest"),
         ("/v1/completions", "CompletionRequest"),

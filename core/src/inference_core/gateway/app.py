@@ -802,6 +802,12 @@ class GatewayApp(FastAPI):
     _entry: Callable[[Scope, Receive, Send], Awaitable[None]]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
+        if scope["type"] == "http" and (
+            scope["method"] == "OPTIONS" or scope["path"] not in self.gateway.routes
+        ):
+            # not a gateway route (docs, schema, 404s, CORS preflights): the headers every
+            # response carries are added when missing (the gateway routes set them themselves)
+            send = _with_gateway_headers(send, scope)
         await self._entry(scope, receive, send)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -817,6 +823,30 @@ class GatewayApp(FastAPI):
             # logged it with the request id): do not let uvicorn log it a second time
             if scope["type"] != "http":
                 raise
+
+
+def _with_gateway_headers(send: Send, scope: Scope) -> Send:
+    rid = None
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            rid = clean_request_id(value)
+    rid_b = (rid or new_request_id()).encode()
+
+    async def wrapped(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            present = {name.lower() for name, _ in headers}
+            for name, value in (
+                (b"x-request-id", rid_b),
+                (b"x-inference-backend", _NONE),
+                (b"x-inference-overhead-ms", b"0.000"),
+            ):
+                if name not in present:
+                    headers.append((name, value))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return wrapped
 
 
 def _schema_ref(model: type[WireModel]) -> dict[str, Any]:
