@@ -186,3 +186,38 @@ async def test_large_body_with_flow_control() -> None:
                 got += chunk
                 await asyncio.sleep(0)  # a slow reader
         assert bytes(got) == big
+
+
+async def test_a_stream_read_up_to_done_leaves_its_connection_reusable() -> None:
+    """relay_sse stops at [DONE]; the body was whole, so the next request reuses the connection."""
+    from inference_core.http import openai_compat
+    from inference_core.models import BackendConfig, ChatRequest
+
+    sse = (
+        b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m",'
+        b'"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\n'
+        b"data: [DONE]\n\n"
+    )
+    seen_headers: list[bytes] = []
+
+    async def handler(reader, writer, _n):
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            seen_headers.append(head.lower())
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            writer.write(response(sse, extra=b"Content-Type: text/event-stream\r\n"))
+
+    request = ChatRequest(messages=[{"role": "user", "content": "x"}], stream=True)
+    async with server(handler) as (url, stats), create_client() as client:
+        config = BackendConfig(name="b", base_urls=(url,), model="m")
+        for _ in range(3):
+            stream = await openai_compat.chat(client, config, request)
+            chunks = [chunk async for chunk in stream]
+            assert [c.choices[0].delta.content for c in chunks] == ["hi"]
+        assert stats["connections"] == 1
+    # the client's own headers travel with the direct-to-transport send
+    assert all(
+        b"accept-encoding: identity" in h and b"user-agent: inference-core/" in h
+        for h in seen_headers
+    )

@@ -187,6 +187,10 @@ class _Body(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         conn = self._conn
+        if not self._done and conn.complete and not conn.chunks:
+            # the reader stopped early (relay_sse returns at [DONE]) but the whole response
+            # had been received: the connection is clean and can be reused
+            self._done = True
         if self._done and conn.keep_alive and not conn.closed:
             self._transport._release(self._key, conn)
         else:
