@@ -71,3 +71,12 @@ def test_serve_uses_the_corked_protocol_with_uvloop() -> None:
     assert options["access_log"] is False
     assert options["timeout_graceful_shutdown"] == 7
     assert options["lifespan"] == "on"
+
+
+def test_defaults_keep_off_vllms_port_and_outlive_client_keepalive() -> None:
+    options = uvicorn_options(GatewaySettings.from_env(env={}))
+    assert options["port"] == 8080  # vLLM's default is 8000
+    # clients (httpx) drop idle connections after 5 s: the gateway must keep them longer
+    assert options["timeout_keep_alive"] > 5
+    tuned = GatewaySettings.from_env(env={"INFERENCE_GATEWAY_KEEPALIVE_TIMEOUT": "12"})
+    assert uvicorn_options(tuned)["timeout_keep_alive"] == 12

@@ -51,6 +51,9 @@ def uvicorn_options(settings: GatewaySettings) -> dict[str, Any]:
         "server_header": False,
         "proxy_headers": False,  # nothing here uses the client address
         "timeout_graceful_shutdown": settings.drain_timeout,
+        # longer than any client pool keeps an idle connection (httpx: 5 s), so a client never
+        # reuses a connection the gateway is closing at that very moment
+        "timeout_keep_alive": settings.keepalive_timeout,
         "backlog": 2048,
     }
     return common

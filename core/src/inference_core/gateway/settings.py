@@ -5,12 +5,13 @@ except through the precomputed attributes the app keeps.  A bad value is a start
 :class:`~inference_core.errors.ConfigError` naming the variable.
 
 Variables (defaults in brackets; the full table is in ``docs/gateway.md``): ``HOST``
-[127.0.0.1], ``PORT`` [8000], ``WORKERS`` [1], ``API_KEYS`` (comma list; none = open gateway),
+[127.0.0.1], ``PORT`` [8080], ``WORKERS`` [1], ``API_KEYS`` (comma list; none = open gateway),
 ``PROTECT_METRICS`` [false] and ``PROTECT_HEALTH`` [true] (need a key, when keys are set),
 ``MAX_BODY_BYTES`` [4 MiB; 413 above], ``MAX_TOKENS_CAP`` [131072], ``MAX_N`` [16],
 ``MAX_EMBED_INPUTS`` [2048] (400 naming the field above; 0 = no cap), ``CORS_ORIGINS`` (comma
 list, ``*`` for any; none = CORS off), ``LOG_FORMAT`` [json|text], ``LOG_LEVEL`` [info],
-``ACCESS_LOG`` [true], ``DRAIN_TIMEOUT`` [30 s after SIGTERM], ``METRICS`` [true].
+``ACCESS_LOG`` [true], ``DRAIN_TIMEOUT`` [30 s after SIGTERM], ``KEEPALIVE_TIMEOUT`` [75 s],
+``METRICS`` [true].
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class GatewaySettings(BaseSettings):
     )
 
     host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
+    port: int = Field(default=8080, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     protect_metrics: bool = False
@@ -68,6 +69,7 @@ class GatewaySettings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = True
     drain_timeout: float = Field(default=30.0, ge=0)
+    keepalive_timeout: float = Field(default=75.0, gt=0)
     metrics: bool = True
 
     @field_validator("api_keys", mode="before")
