@@ -116,7 +116,7 @@ def test_chat_streams_tokens_in_order():
     assert result.exit_code == 0, result.output
     assert "[echo] hello big world\n" in result.stdout
     assert echo.streamed == ["[echo]", "hello", "big", "world"]
-    assert "served by echo" in result.stderr
+    assert "served by echo (m)" in result.stderr  # the model the backend said it served
 
 
 def test_chat_options_no_stream_system_max_tokens():

@@ -293,16 +293,19 @@ def build_app(
             temperature=temperature,
         )
         trace = RequestTrace()
+        served: dict[str, str] = {}  # the model the backend says it served
 
         async def run() -> None:
             r = router()
             try:
                 result = await r.chat(request, trace=trace)
                 if no_stream:
+                    served["model"] = result.model
                     text = result.choices[0].message.content if result.choices else ""
                     sys.stdout.write(str(text or "") + "\n")
                     return
                 async for chunk in result:
+                    served["model"] = chunk.model
                     for choice in chunk.choices:
                         if choice.delta.content:
                             sys.stdout.write(choice.delta.content)
@@ -314,7 +317,8 @@ def build_app(
 
         asyncio.run(run())
         extra = f", {trace.fallbacks} fallback(s)" if trace.fallbacks else ""
-        err.print(f"[dim]served by {trace.backend} ({trace.model}){extra}[/]")
+        model_name = served.get("model") or trace.model
+        err.print(f"[dim]served by {trace.backend} ({model_name}){extra}[/]")
 
     @app.command()
     @guard
