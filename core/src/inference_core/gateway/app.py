@@ -83,8 +83,42 @@ _SHUTDOWN_EVENT = orjson.dumps(
 )
 
 
+async def _call_watching_client(
+    call: Callable[..., Awaitable[Any]], request: Any, trace: Any, receive: Receive
+) -> Any:
+    """Await the router; a client that hangs up meanwhile cancels it at once.
+
+    The router's cancellation closes the upstream connection, so the backend stops generating
+    (vLLM and llama.cpp abort a request whose connection closed).  Streams are covered up to
+    their first chunk here, and by the relay's own watcher after it.
+    """
+    task = asyncio.current_task()
+    state = {"active": True, "gone": False}
+
+    def on_message(fut: asyncio.Future[Any]) -> None:
+        if not state["active"] or fut.cancelled() or fut.exception() is not None:
+            return
+        if fut.result().get("type") == "http.disconnect" and task is not None:
+            state["gone"] = True
+            task.cancel()
+
+    watcher = asyncio.ensure_future(receive())
+    watcher.add_done_callback(on_message)
+    try:
+        return await call(request, trace=trace)
+    except asyncio.CancelledError:
+        if not state["gone"] or task is None:
+            raise
+        task.uncancel()
+        raise ClientGone from None
+    finally:
+        state["active"] = False
+        if not watcher.done():
+            watcher.cancel()
+
+
 class ClientGone(Exception):
-    """The client went away before the request body was read."""
+    """The client went away before it got its answer (while sending, or while we waited)."""
 
 
 @dataclass
@@ -478,7 +512,7 @@ class Gateway:
             self._check_caps(request)
             trace = self.trace_cls(request_id=rid)
             t1 = perf_counter()
-            result = await call(request, trace=trace)
+            result = await _call_watching_client(call, request, trace, receive)
             waited = perf_counter() - t1
             if isinstance(result, WireModel):
                 raw = _raw_of(result)
