@@ -33,6 +33,8 @@ if [[ -z "${INFERENCE_TEST_NO_PEERS:-}" ]]; then
   VLLM_CHAT_PORT=$(free_port); VLLM_EMBED_PORT=$(free_port)
   log "starting vLLM chat :$VLLM_CHAT_PORT and embeddings :$VLLM_EMBED_PORT in the background"
   started+=("vllm:$VLLM_CHAT_PORT" "vllm:$VLLM_EMBED_PORT")
+  # on a fresh machine they start while llama.cpp compiles on the same 2 cores: allow longer
+  export VLLM_START_TIMEOUT="${VLLM_START_TIMEOUT:-900}"
   bash scripts/peers/vllm.sh start "$VLLM_CHAT_PORT" chat > /tmp/inference-test-vllm-chat.log 2>&1 &
   chat_job=$!
   bash scripts/peers/vllm.sh start "$VLLM_EMBED_PORT" embed > /tmp/inference-test-vllm-embed.log 2>&1 &
