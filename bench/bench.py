@@ -329,19 +329,22 @@ def start_litellm(rundir, workers, port, key):
         start_new_session=True,
     )
     (Path(rundir) / f"litellm-w{workers}.pid").write_text(str(p.pid))
-    startup = None
-    while time.monotonic() - t0 < 240:
+    return p, wait_first_200(p, port, key, t0, limit=240, poll=0.1)
+
+
+def wait_first_200(p, port, key, t0, *, limit, poll):
+    """Seconds from ``t0`` to the first 200 on /v1/models, or None (exited, or ``limit`` passed)."""
+    while time.monotonic() - t0 < limit:
         if p.poll() is not None:
-            break
+            return None
         try:
             st, _, _ = http_req(f"http://127.0.0.1:{port}", "/v1/models", None, key, timeout=2)
             if st == 200:
-                startup = time.monotonic() - t0
-                break
+                return time.monotonic() - t0
         except OSError:
             pass
-        time.sleep(0.1)
-    return p, startup
+        time.sleep(poll)
+    return None
 
 
 def start_cmd(rundir, name, cmd, port, env_file, key):
@@ -368,19 +371,7 @@ def start_cmd(rundir, name, cmd, port, env_file, key):
         start_new_session=True,
     )
     (Path(rundir) / f"{name}.pid").write_text(str(p.pid))
-    startup = None
-    while time.monotonic() - t0 < 60:
-        if p.poll() is not None:
-            break
-        try:
-            st, _, _ = http_req(f"http://127.0.0.1:{port}", "/v1/models", None, key, timeout=2)
-            if st == 200:
-                startup = time.monotonic() - t0
-                break
-        except OSError:
-            pass
-        time.sleep(0.02)
-    return p, startup
+    return p, wait_first_200(p, port, key, t0, limit=60, poll=0.02)
 
 
 def worker_pids(pid):

@@ -8,6 +8,7 @@ the gateway can relay them without serialising again.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -324,8 +325,6 @@ async def probe_health(
     2xx is ``ready``; anything else is ``down`` unless ``classify`` (called on every response)
     returns a verdict first, e.g. llama.cpp's 503 ``Loading model`` as ``loading``.
     """
-    import time
-
     started = time.perf_counter()
     try:
         url = url_for(config, path)
