@@ -1,0 +1,406 @@
+"""deploy/kubernetes/, checked offline: the Kubernetes JSON schemas of a pinned version, and
+what a schema cannot see (selectors that select, ports that agree, probes the gateway answers,
+variables the code reads, Secrets that hold what is referenced, pods that meet "restricted").
+
+No cluster runs here: the schemas come from PyPI's ``kubernetes-validate``; the gateway the
+probes hit is the real app, built from the ConfigMap's own settings.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+KUBE = ROOT / "deploy" / "kubernetes"
+BASE = KUBE / "base"
+SECRETS_EXAMPLE = KUBE / "secrets.example.yaml"
+#: The Kubernetes version the manifests are validated against (kubernetes-validate ships it).
+KUBERNETES_VERSION = "1.33.0"
+
+GATEWAY = {"app.kubernetes.io/name": "inference-gateway", "app.kubernetes.io/component": "gateway"}
+#: Variables the manifests give the gateway that another part of issue #12 (keys, limits and
+#: shared state) makes the code read and .env.example document; empty this once that is merged.
+PENDING_VARIABLES = {"INFERENCE_REDIS_URL"}
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def kustomization() -> dict[str, Any]:
+    return yaml.safe_load((BASE / "kustomization.yaml").read_text())
+
+
+def resources() -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for name in kustomization()["resources"]:
+        docs.extend(load(BASE / name))
+    return docs
+
+
+def of_kind(kind: str) -> list[dict[str, Any]]:
+    return [d for d in resources() if d["kind"] == kind]
+
+
+def named(kind: str, name: str) -> dict[str, Any]:
+    (found,) = [d for d in of_kind(kind) if d["metadata"]["name"] == name]
+    return found
+
+
+def workloads() -> list[dict[str, Any]]:
+    return [d for d in resources() if d["kind"] in ("Deployment", "StatefulSet")]
+
+
+def pod_labels(workload: dict[str, Any]) -> dict[str, str]:
+    return workload["spec"]["template"]["metadata"]["labels"]
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def gateway_container() -> dict[str, Any]:
+    (container,) = named("Deployment", "inference-gateway")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    return container
+
+
+def config() -> dict[str, str]:
+    return named("ConfigMap", "inference-gateway-config")["data"]
+
+
+def example_secret() -> dict[str, str]:
+    (secret,) = load(SECRETS_EXAMPLE)
+    return secret["stringData"]
+
+
+def all_containers() -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    for w in workloads():
+        spec = w["spec"]["template"]["spec"]
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            yield w, c
+
+
+def documented_variables() -> set[str]:
+    line = re.compile(r"^#?([A-Z][A-Z0-9_]*)=")
+    return {
+        m.group(1)
+        for raw in (ROOT / ".env.example").read_text().splitlines()
+        if (m := line.match(raw.strip()))
+    }
+
+
+# ----------------------------------------------------------------------------- schemas
+
+
+def test_the_kustomization_lists_every_manifest_of_base() -> None:
+    listed = set(kustomization()["resources"])
+    present = {p.name for p in BASE.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == present
+    assert "secrets.example.yaml" not in listed  # real secrets are never part of the base
+
+
+def every_document() -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for path in sorted(KUBE.rglob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for i, doc in enumerate(load(path)):
+            out.append((f"{path.relative_to(KUBE)}#{i}:{doc.get('kind')}", doc))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("where", "doc"), every_document(), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_every_manifest_is_valid_for_the_pinned_kubernetes(where: str, doc: dict[str, Any]) -> None:
+    # strict: an unknown or misspelt field is an error, as `kubectl apply --validate=strict`
+    kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("path", "bad"),
+    [
+        (("spec", "replicas"), "two"),
+        (("spec", "template", "spec", "containers", 0, "livenessProbe", "httpGet", "paht"), "/x"),
+        (("spec", "template", "spec", "containers", 0, "ports", 0, "containerPort"), "http"),
+    ],
+)
+def test_the_validator_rejects_a_broken_deployment(path: tuple[Any, ...], bad: Any) -> None:
+    """The check above can fail: the same Deployment with one mistake is refused."""
+    doc = named("Deployment", "inference-gateway")
+    node: Any = doc
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = bad
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_gateway_objects_are_all_there() -> None:
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in resources()}
+    for expected in [
+        ("Deployment", "inference-gateway"),
+        ("Service", "inference-gateway"),
+        ("HorizontalPodAutoscaler", "inference-gateway"),
+        ("PodDisruptionBudget", "inference-gateway"),
+        ("ConfigMap", "inference-gateway-config"),
+        ("Deployment", "redis"),
+        ("Service", "redis"),
+        ("Service", "vllm"),
+        ("Service", "ollama"),
+    ]:
+        assert expected in kinds
+
+
+# ----------------------------------------------------------------- selectors and ports
+
+
+def test_each_workload_selects_its_own_pods() -> None:
+    for w in workloads():
+        assert selects(w["spec"]["selector"]["matchLabels"], pod_labels(w)), w["metadata"]["name"]
+
+
+def test_each_service_selects_exactly_one_workload_and_its_named_port() -> None:
+    for svc in of_kind("Service"):
+        matched = [w for w in workloads() if selects(svc["spec"]["selector"], pod_labels(w))]
+        assert len(matched) == 1, svc["metadata"]["name"]
+        containers = matched[0]["spec"]["template"]["spec"]["containers"]
+        ports = {p["name"]: p["containerPort"] for c in containers for p in c.get("ports", [])}
+        for port in svc["spec"]["ports"]:
+            target = port["targetPort"]
+            assert target in ports if isinstance(target, str) else target in ports.values()
+
+
+def service_port(name: str) -> int:
+    (port,) = named("Service", name)["spec"]["ports"]
+    return port["port"]
+
+
+@pytest.mark.parametrize("backend", ["vllm", "ollama"])
+def test_the_backend_urls_point_at_their_services(backend: str) -> None:
+    url = urlsplit(config()[f"INFERENCE_{backend.upper()}_BASE_URL"])
+    assert url.hostname == backend
+    assert url.port == service_port(backend)
+    (container,) = named("Deployment", backend)["spec"]["template"]["spec"]["containers"]
+    assert url.port in {p["containerPort"] for p in container["ports"]}
+    if "args" in container:  # vLLM: the port it is started on
+        args = container["args"]
+        assert args[args.index("--port") + 1] == str(url.port)
+
+
+def test_the_redis_url_points_at_the_redis_service_with_its_password() -> None:
+    secret = example_secret()
+    url = urlsplit(secret["INFERENCE_REDIS_URL"])
+    assert url.scheme == "redis"
+    assert (url.hostname, url.port) == ("redis", service_port("redis"))
+    assert url.password == secret["REDIS_PASSWORD"]
+    args = named("Deployment", "redis")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+
+
+def test_the_gateway_port_agrees_everywhere() -> None:
+    port = int(config()["INFERENCE_GATEWAY_PORT"])
+    (declared,) = gateway_container()["ports"]
+    assert declared == {"name": "http", "containerPort": port, "protocol": "TCP"}
+    assert f"EXPOSE {port}" in (ROOT / "Dockerfile").read_text()
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert gateway_container()[probe]["httpGet"]["port"] == "http"
+    (svc_port,) = named("Service", "inference-gateway")["spec"]["ports"]
+    assert svc_port["targetPort"] == "http"
+
+
+def test_autoscaler_and_disruption_budget_fit_the_deployment() -> None:
+    deployment = named("Deployment", "inference-gateway")
+    hpa = named("HorizontalPodAutoscaler", "inference-gateway")["spec"]
+    pdb = named("PodDisruptionBudget", "inference-gateway")["spec"]
+    target = hpa["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", "inference-gateway")
+    assert hpa["minReplicas"] <= deployment["spec"]["replicas"] <= hpa["maxReplicas"]
+    assert selects(pdb["selector"]["matchLabels"], pod_labels(deployment))
+    # a drain can always evict one pod without breaking the budget
+    assert pdb["minAvailable"] < hpa["minReplicas"]
+    # the HPA scales on CPU utilisation: every container must request CPU
+    assert gateway_container()["resources"]["requests"]["cpu"]
+
+
+def test_backends_and_redis_only_take_traffic_from_the_gateway() -> None:
+    policies = of_kind("NetworkPolicy")
+    assert any(
+        p["spec"]["podSelector"] == {} and p["spec"]["policyTypes"] == ["Ingress"]
+        and "ingress" not in p["spec"]
+        for p in policies
+    ), "a default deny of ingress"  # fmt: skip
+    for name in ("vllm", "ollama", "redis"):
+        w = named("Deployment", name)
+        covering = [
+            p
+            for p in policies
+            if p["spec"]["podSelector"]
+            and selects(p["spec"]["podSelector"].get("matchLabels", {}), pod_labels(w))
+        ]
+        assert covering, f"no policy selects {name}"
+        ports = {p["name"] for c in w["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+        for policy in covering:
+            for rule in policy["spec"]["ingress"]:
+                peers = rule["from"]
+                assert peers == [{"podSelector": {"matchLabels": GATEWAY}}], name
+                assert {p["port"] for p in rule["ports"]} <= ports
+        assert named("Service", name)["spec"]["type"] == "ClusterIP"  # internal only
+    gateway = named("Deployment", "inference-gateway")
+    assert selects(GATEWAY, pod_labels(gateway))
+
+
+# ------------------------------------------------------------------- the gateway itself
+
+
+def gateway_env() -> dict[str, str]:
+    """The environment the gateway container gets, with the example Secret's values."""
+    env = dict(config())
+    secret = example_secret()
+    for var in gateway_container()["env"]:
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        else:
+            ref = var["valueFrom"]["secretKeyRef"]
+            env[var["name"]] = secret[ref["key"]]
+    return env
+
+
+def test_every_variable_the_gateway_gets_is_one_the_code_reads() -> None:
+    """.env.example lists what the code reads (core/tests/test_env_example.py checks that)."""
+    container = gateway_container()
+    assert container["envFrom"] == [{"configMapRef": {"name": "inference-gateway-config"}}]
+    names = set(config()) | {v["name"] for v in container["env"]}
+    documented = documented_variables()
+    unknown = sorted(names - documented - PENDING_VARIABLES - {"TMPDIR"})
+    assert not unknown, f"set by the manifests but read by nothing: {unknown}"
+
+
+def test_every_referenced_secret_key_is_in_the_example_secret() -> None:
+    secret = example_secret()
+    (doc,) = load(SECRETS_EXAMPLE)
+    for _, container in all_containers():
+        for var in container.get("env", []):
+            ref = var.get("valueFrom", {}).get("secretKeyRef")
+            if ref is not None:
+                assert ref["name"] == doc["metadata"]["name"]
+                assert ref["key"] in secret, ref
+            ref = var.get("valueFrom", {}).get("configMapKeyRef")
+            if ref is not None:
+                assert ref["name"] == "inference-gateway-config"
+                assert ref["key"] in config(), ref
+
+
+def test_the_configmap_is_a_valid_configuration() -> None:
+    from inference_core.gateway.settings import GatewaySettings
+    from inference_core.settings import Settings
+
+    env = gateway_env()
+    settings = Settings.from_env(env, env_file=None)
+    assert settings.backend("vllm").base_url == "http://vllm:8000"
+    assert settings.backend("ollama").model == config()["INFERENCE_OLLAMA_MODEL"]
+    gateway = GatewaySettings.from_env(env)
+    assert (gateway.host, gateway.port, gateway.workers) == ("0.0.0.0", 8080, 2)
+    pod = named("Deployment", "inference-gateway")["spec"]["template"]["spec"]
+    pre_stop = gateway_container()["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    # the drain finishes before the kubelet kills the pod
+    assert gateway.drain_timeout + float(pre_stop[1]) < pod["terminationGracePeriodSeconds"]
+
+
+async def test_the_probe_paths_answer_without_an_api_key() -> None:
+    """The real gateway app, configured from the ConfigMap (API keys on), answers the probes."""
+    from inference_core.gateway import GatewaySettings, create_app
+    from inference_core.router import Router
+
+    env = gateway_env()
+    unreachable = httpx.MockTransport(lambda request: httpx.Response(503))
+    router = Router.from_env(env, env_file=None, transport=unreachable)
+    app = create_app(router, GatewaySettings.from_env(env))
+    probes = {
+        name: gateway_container()[name]["httpGet"]["path"]
+        for name in ("startupProbe", "livenessProbe", "readinessProbe")
+    }
+    assert set(probes.values()) == {"/health", "/ready"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gw") as c:
+        health = await c.get(probes["livenessProbe"])
+        ready = await c.get(probes["readinessProbe"])
+        guarded = await c.post("/v1/chat/completions", json={"model": "m", "messages": []})
+    assert guarded.status_code == 401  # the keys are on ...
+    assert health.status_code == 200  # ... and the probes need none
+    assert health.json() == {"status": "ok"}
+    assert ready.status_code in (200, 503)  # 503 = no backend usable: taken out of the Service
+    assert ready.json()["status"] in ("ready", "unavailable")
+
+
+def test_the_gateway_runs_what_the_image_ships() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    container = gateway_container()
+    assert container["command"] == ["inference", "serve"]
+    assert 'CMD ["inference", "serve"' in dockerfile
+    uid = named("Deployment", "inference-gateway")["spec"]["template"]["spec"]["securityContext"]
+    assert f"--uid {uid['runAsUser']}" in dockerfile
+    assert f"--gid {uid['runAsGroup']}" in dockerfile
+    image, tag = container["image"].rsplit(":", 1)
+    assert f"-t {image}:{tag}" in dockerfile
+
+
+# ------------------------------------------------------------------------------ security
+
+
+def test_the_namespace_enforces_the_restricted_pod_security_standard() -> None:
+    (ns,) = of_kind("Namespace")
+    assert ns["metadata"]["name"] == kustomization()["namespace"]
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_every_pod_meets_restricted_and_has_resources() -> None:
+    for w, c in all_containers():
+        name = f"{w['metadata']['name']}/{c['name']}"
+        pod = w["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["runAsUser"] != 0, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for host in ("hostNetwork", "hostPID", "hostIPC"):
+            assert not pod.get(host), name
+        assert all("hostPath" not in v for v in pod.get("volumes", [])), name
+        assert pod.get("automountServiceAccountToken") is False, name
+        sc = c["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False, name
+        assert sc["capabilities"] == {"drop": ["ALL"]}, name
+        assert not sc.get("privileged"), name
+        assert c["resources"]["requests"]["cpu"], name
+        assert c["resources"]["requests"]["memory"], name
+        assert c["resources"]["limits"]["memory"], name
+        image = c["image"]
+        assert ":" in image, f"{name}: pin {image}"
+        assert not image.endswith(":latest"), f"{name}: pin {image}"
+    for name in ("inference-gateway", "redis"):
+        for c in named("Deployment", name)["spec"]["template"]["spec"]["containers"]:
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True, name
+
+
+def test_the_gateway_writes_only_to_its_volumes() -> None:
+    container = gateway_container()
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    env = {v["name"]: v.get("value") for v in container["env"]}
+    assert "/tmp" in mounts
+    assert any(env["INFERENCE_CACHE_DIR"].startswith(m + "/") for m in mounts)
+    assert not any(v.startswith("sk-") for v in config().values())  # no secret in the ConfigMap
+    for var in container["env"]:
+        if var["name"] in ("INFERENCE_GATEWAY_API_KEYS", "OPENAI_API_KEY", "INFERENCE_REDIS_URL"):
+            assert "secretKeyRef" in var["valueFrom"], var["name"]
