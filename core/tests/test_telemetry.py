@@ -7,25 +7,32 @@ with the ``opentelemetry-proto`` protobuf types (what a collector would receive)
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from inference_core import telemetry
+from inference_core import hookimpl, telemetry
 from inference_core.errors import Attempt, ConfigError
+from inference_core.http import openai_compat
+from inference_core.testing import canned, serve_http, unused_port
 
 # ------------------------------------------------------------------ a real OTLP receiver
 
@@ -194,9 +201,19 @@ def test_off_imports_no_opentelemetry() -> None:
         "from inference_core import telemetry\n"
         "assert telemetry.from_env({}) is None\n"
         "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n"
+        "from inference_core.gateway import GatewaySettings, create_app\n"
+        "from inference_core.router import Router\n"
+        "env = {'INFERENCE_PROVIDER': 'vllm', 'INFERENCE_VLLM_BASE_URL': 'http://127.0.0.1:1'}\n"
+        "app = create_app(Router.from_env(env, env_file=None), GatewaySettings.from_env(env={}))\n"
+        "assert app.gateway.telemetry is None\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry.sdk', "
+        "'opentelemetry.exporter', 'opentelemetry.proto'))))\n"
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"
+    alone, gateway = proc.stdout.split("\n")[:2]
+    assert alone == "[]"
+    # recent FastAPI releases import the OpenTelemetry API themselves; the SDK stays unloaded
+    assert gateway == "[]"
 
 
 def test_on_without_the_extra_is_a_config_error_naming_the_variable() -> None:
@@ -433,3 +450,347 @@ def test_the_traces_endpoint_variable_is_used_as_is(receiver: OtlpReceiver) -> N
     tel.shutdown()
     receiver.wait_for(1)
     assert receiver.paths == ["/custom"]
+
+
+# ------------------------------------------------- wired into the gateway and the router
+
+SECRET = "sk-backend-secret-42"
+MSG = [{"role": "user", "content": "hi"}]
+
+
+class Relay:
+    """A backend plugin relaying to an OpenAI-compatible server (as the vLLM plugin does)."""
+
+    @hookimpl
+    async def chat(self, request: Any, config: Any, http: Any) -> Any:
+        return await openai_compat.chat(http, config, request)
+
+    @hookimpl
+    async def embed(self, request: Any, config: Any, http: Any) -> Any:
+        return await openai_compat.embed(http, config, request)
+
+
+def upstream(behaviour: dict[str, str]) -> httpx.MockTransport:
+    """Per-host behaviour: ok / 503; chat answers (JSON or SSE with usage) from canned."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if behaviour[request.url.host] == "503":
+            return httpx.Response(503, json={"error": {"message": f"key {SECRET} overloaded"}})
+        body = json.loads(request.content)
+        model = request.url.host.split(".")[0] + "-served"
+        if request.url.path == "/v1/embeddings":
+            return httpx.Response(200, json=canned.embeddings(body["input"], model=model))
+        if body.get("stream"):
+            usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return httpx.Response(
+                200,
+                headers={"content-type": "text/event-stream"},
+                content=canned.chat_stream(model=model, usage=usage),
+            )
+        return httpx.Response(200, json=canned.chat_completion(model=model))
+
+    return httpx.MockTransport(handle)
+
+
+ENV = {
+    "INFERENCE_PROVIDER": "up",
+    "ENABLE_FALLBACK": "true",
+    "FALLBACK_CHAIN": "second",
+    "INFERENCE_UP_BASE_URL": f"http://user:{SECRET}@up.test:9000/v1",
+    "INFERENCE_UP_API_KEY": SECRET,
+    "INFERENCE_UP_MODEL": "up-model",
+    "INFERENCE_SECOND_BASE_URL": "http://second.test",
+    "INFERENCE_SECOND_MODEL": "second-model",
+    "INFERENCE_MAX_RETRIES": "1",
+    "INFERENCE_RETRY_BACKOFF": "0",
+    "HEALTH_CHECK_INTERVAL": "3600",
+}
+
+
+@pytest.fixture
+def gateway(memory: Any) -> Any:
+    from inference_core.gateway import GatewaySettings, create_app
+    from inference_core.router import Router
+
+    def build(behaviour: dict[str, str]) -> Any:
+        router = Router.from_env(
+            ENV,
+            env_file=None,
+            transport=upstream(behaviour),
+            extra_plugins={"up": Relay(), "second": Relay()},
+        )
+        app = create_app(router, GatewaySettings.from_env(env={}))
+        assert app.gateway.telemetry is None  # no OTEL_* variable in this process: off
+        app.gateway.telemetry = memory[0]
+        return app
+
+    return build
+
+
+def asgi_client(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gw")
+
+
+async def test_gateway_fallback_spans(gateway: Any, memory: Any) -> None:
+    app = gateway({"up.test": "503", "second.test": "ok"})
+    async with app.router.lifespan_context(app), asgi_client(app) as c:
+        r = await c.post(
+            "/v1/chat/completions",
+            json={"model": "alias", "messages": MSG, "max_tokens": 8},
+            headers={"x-request-id": "rid-1"},
+        )
+    assert r.status_code == 200
+    spans = memory[1].get_finished_spans()
+    request = next(s for s in spans if s.kind == SpanKind.SERVER)
+    attempts = sorted(
+        (s for s in spans if s.kind == SpanKind.CLIENT),
+        key=lambda s: s.attributes["inference.attempt"],
+    )
+    assert request.name == "chat alias"
+    assert request.attributes["inference.request_id"] == "rid-1"
+    assert request.attributes["gen_ai.request.max_tokens"] == 8
+    assert request.attributes["gen_ai.response.model"] == "second-served"
+    assert request.attributes["gen_ai.usage.input_tokens"] == 5
+    assert request.attributes["gen_ai.usage.output_tokens"] == 6
+    assert request.attributes["inference.backend"] == "second"
+    assert request.attributes["inference.retries"] == 1
+    assert request.attributes["inference.fallbacks"] == 1
+    assert request.attributes["http.response.status_code"] == 200
+    assert [a.attributes["inference.backend"] for a in attempts] == ["up", "up", "second"]
+    assert [a.attributes["inference.attempt.outcome"] for a in attempts] == [
+        "unavailable",
+        "unavailable",
+        "ok",
+    ]
+    assert [a.attributes.get("inference.attempt.next") for a in attempts] == [
+        "retry",
+        "fallback",
+        None,
+    ]
+    assert attempts[0].name == "chat up-model"
+    assert attempts[0].attributes["server.address"] == "up.test"
+    assert attempts[0].attributes["server.port"] == 9000
+    assert attempts[0].attributes["http.response.status_code"] == 503
+    assert attempts[2].attributes["inference.fallback.reason"] == "unavailable"
+    assert attempts[2].attributes["gen_ai.request.model"] == "second-model"
+    assert {a.parent.span_id for a in attempts} == {request.context.span_id}
+    text = json.dumps([dict(s.attributes) for s in spans]) + json.dumps(
+        [s.status.description for s in spans]
+    )
+    assert SECRET not in text
+    assert "user" not in text
+
+
+async def test_gateway_stream_span_ends_with_the_stream_and_its_usage(
+    gateway: Any, memory: Any
+) -> None:
+    app = gateway({"up.test": "ok", "second.test": "ok"})
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    body = json.dumps(
+        {"messages": MSG, "stream": True, "stream_options": {"include_usage": True}}
+    ).encode()
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+        "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1), "server": ("gw", 80),
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"traceparent", f"00-{trace_id}-b7ad6b7169203331-01".encode()),
+        ],
+    }  # fmt: skip
+    sent: list[dict[str, Any]] = []
+    ended_while_streaming: list[int] = []
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop(0)
+        await asyncio.Event().wait()  # the client stays connected
+        raise AssertionError
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and message.get("more_body"):
+            ended_while_streaming.append(len(memory[1].get_finished_spans()))
+
+    async with app.router.lifespan_context(app):
+        await app(scope, receive, send)
+    assert sent[0]["status"] == 200
+    stream = b"".join(m.get("body", b"") for m in sent[1:])
+    assert stream.endswith(b"data: [DONE]\n\n")
+    assert ended_while_streaming
+    assert set(ended_while_streaming) == {0}  # no span ended while the chunks flowed
+    spans = memory[1].get_finished_spans()
+    assert len(spans) == 2
+    request = next(s for s in spans if s.kind == SpanKind.SERVER)
+    attempt = next(s for s in spans if s.kind == SpanKind.CLIENT)
+    assert f"{request.context.trace_id:032x}" == trace_id  # joined the client's trace
+    assert request.attributes["inference.stream"] is True
+    assert request.attributes["gen_ai.usage.output_tokens"] == 3
+    assert request.attributes["gen_ai.response.model"] == "up-served"
+    assert attempt.attributes["inference.attempt.outcome"] == "ok"
+    assert attempt.end_time <= request.end_time
+
+
+async def test_gateway_all_backends_failed_is_an_error_span(gateway: Any, memory: Any) -> None:
+    app = gateway({"up.test": "503", "second.test": "503"})
+    async with app.router.lifespan_context(app), asgi_client(app) as c:
+        r = await c.post("/v1/embeddings", json={"model": "e", "input": ["a"]})
+    assert r.status_code == 503
+    spans = memory[1].get_finished_spans()
+    request = next(s for s in spans if s.kind == SpanKind.SERVER)
+    assert request.name == "embeddings e"
+    assert request.status.status_code == StatusCode.ERROR
+    assert request.attributes["http.response.status_code"] == 503
+    assert request.attributes["error.type"] == "unavailable"
+    assert SECRET not in (request.status.description or "")
+    clients = [s for s in spans if s.kind == SpanKind.CLIENT]
+    attempts = sorted(clients, key=lambda s: s.attributes["inference.attempt"])
+    assert [(a.attributes["inference.backend"], a.attributes["inference.attempt.next"])
+            for a in attempts] == [
+        ("up", "retry"), ("up", "fallback"), ("second", "retry"), ("second", "none")
+    ]  # fmt: skip
+
+
+async def test_gateway_with_the_openai_sdk(gateway: Any, memory: Any) -> None:
+    import openai
+
+    app = gateway({"up.test": "ok", "second.test": "ok"})
+    async with app.router.lifespan_context(app), asgi_client(app) as http:
+        client = openai.AsyncOpenAI(api_key="none", base_url="http://gw/v1", http_client=http)
+        reply = await client.chat.completions.create(model="m", messages=MSG)
+        stream = await client.chat.completions.create(
+            model="m", messages=MSG, stream=True, stream_options={"include_usage": True}
+        )
+        chunks = [chunk async for chunk in stream]
+    assert reply.choices[0].message.content
+    assert chunks[-1].usage is not None
+    requests = [s for s in memory[1].get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert [s.attributes["inference.stream"] for s in requests] == [False, True]
+    assert [s.attributes["gen_ai.usage.output_tokens"] for s in requests] == [6, 3]
+
+
+# ------------------------------------- `inference serve` exporting to a real OTLP receiver
+
+
+class Upstream(BaseHTTPRequestHandler):
+    """An OpenAI-compatible server on loopback: canned chat answers, JSON or SSE."""
+
+    def do_GET(self) -> None:
+        body = json.dumps(canned.models() if self.path == "/v1/models" else {}).encode()
+        self._send(200, "application/json", body)
+
+    def do_POST(self) -> None:
+        request = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        if request.get("stream"):
+            usage = bool((request.get("stream_options") or {}).get("include_usage"))
+            self._send(200, "text/event-stream", canned.chat_stream(usage=usage))
+        else:
+            self._send(200, "application/json", json.dumps(canned.chat_completion()).encode())
+
+    def _send(self, status: int, kind: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("content-type", kind)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class Overloaded(Upstream):
+    """Healthy on GET (so the router tries it first), 503 on every request."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        self._send(503, "application/json", b'{"error":{"message":"overloaded"}}')
+
+
+def test_inference_serve_exports_spans_over_otlp(receiver: OtlpReceiver, tmp_path: Any) -> None:
+    """The real CLI and uvicorn, configured only by environment variables, an overloaded backend
+    before a live one; the official openai SDK as the client; spans decoded from OTLP."""
+    import openai
+
+    inference = Path(sys.executable).parent / "inference"
+    port = unused_port()
+    with serve_http(Upstream) as live, serve_http(Overloaded) as flaky:
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": str(tmp_path),
+            "INFERENCE_PROVIDER": "flaky",
+            "INFERENCE_FLAKY_PLUGIN": "vllm",
+            "INFERENCE_FLAKY_BASE_URL": flaky,
+            "ENABLE_FALLBACK": "true",
+            "FALLBACK_CHAIN": "live",
+            "INFERENCE_LIVE_PLUGIN": "vllm",
+            "INFERENCE_LIVE_BASE_URL": live,
+            "INFERENCE_MAX_RETRIES": "0",
+            "HEALTH_CHECK_INTERVAL": "3600",
+            "INFERENCE_GATEWAY_PORT": str(port),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+            "OTEL_SERVICE_NAME": "serve-under-test",
+            "OTEL_BSP_SCHEDULE_DELAY": "60000",
+        }
+        proc = subprocess.Popen(
+            [str(inference), "serve"], env=env, cwd=tmp_path,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while True:
+                assert proc.poll() is None, proc.communicate()[0]
+                try:
+                    if httpx.get(base + "/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "the gateway did not start"
+                time.sleep(0.1)
+            parent = "00-11112222333344445555666677778888-aaaabbbbccccdddd-01"
+            client = openai.OpenAI(
+                api_key="none", base_url=base + "/v1", default_headers={"traceparent": parent}
+            )
+            reply = client.chat.completions.create(model="any", messages=MSG)
+            assert reply.choices[0].message.content
+            chunks = list(
+                client.chat.completions.create(
+                    model="any",
+                    messages=MSG,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+            )
+            assert chunks[-1].usage is not None
+            # 2 requests x (1 request span + dead attempt + live attempt); the first request's
+            # failure marks "dead" down, so the second may skip it: at least 5 spans
+            time.sleep(0.5)
+            assert receiver.spans == []  # batched for 60 s: nothing sent yet
+        finally:
+            proc.terminate()  # SIGTERM: drain, then the lifespan's shutdown flushes the spans
+            output = proc.communicate(timeout=30)[0]
+    assert proc.returncode in (0, -signal.SIGTERM), output  # uvicorn re-raises the signal
+    assert "Traceback" not in output
+    # 2 requests x (request span + flaky attempt + live attempt); the flaky backend's 503 may
+    # move it after the live one for the second request: 5 or 6 spans
+    spans = receiver.wait_for(5)
+    requests = [s for s in spans if s["kind"] == 2]
+    assert len(requests) == 2
+    assert {s["resource"]["service.name"] for s in spans} == {"serve-under-test"}
+    assert {s["trace_id"] for s in requests} == {"11112222333344445555666677778888"}
+    assert {s["parent_id"] for s in requests} == {"aaaabbbbccccdddd"}
+    plain, streamed = sorted(requests, key=lambda s: s["attributes"]["inference.stream"])
+    assert plain["attributes"]["gen_ai.usage.output_tokens"] == 6
+    assert streamed["attributes"]["gen_ai.usage.output_tokens"] == 3
+    assert plain["attributes"]["inference.backend"] == "live"
+    first_attempts = [s for s in spans if s["kind"] == 3 and s["parent_id"] == plain["span_id"]]
+    outcomes = {a["attributes"]["inference.backend"]: a["attributes"] for a in first_attempts}
+    assert outcomes["flaky"]["inference.attempt.outcome"] == "unavailable"
+    assert outcomes["flaky"]["inference.attempt.next"] == "fallback"
+    assert outcomes["flaky"]["http.response.status_code"] == 503
+    assert outcomes["flaky"]["server.address"] == "127.0.0.1"
+    assert outcomes["flaky"]["server.port"] == int(flaky.rsplit(":", 1)[1])
+    assert outcomes["live"]["inference.fallback.reason"] == "unavailable"
+    assert outcomes["live"]["gen_ai.response.model"] == "upstream-model"

@@ -100,6 +100,9 @@ class RequestTrace:
     fallbacks: int = 0
     usage: Usage | None = None
     """Token usage when known (a non-stream answer, or the stream's usage chunk)."""
+    span: Any = None
+    """A :class:`~inference_core.telemetry.RequestSpan` when traces are on (set by the caller
+    that owns the request); the router reports each attempt to it."""
 
 
 class _Backend:
@@ -492,6 +495,7 @@ class Router:
         guard = Guard()
         tried = 0
         model = request.model
+        span = trace.span  # telemetry: None when traces are off
         if self._strict_models and model not in self._model_order and model != "default":
             known = ", ".join(sorted(self._model_order)) or "none"
             raise ModelNotFound(
@@ -535,6 +539,13 @@ class Router:
                 breaker = replica.breaker
                 trial = breaker.on_attempt()
                 replica.outstanding += 1
+                if span is not None:
+                    span.attempt_start(
+                        backend.name,
+                        backend.replicas.replicas.index(replica),
+                        replica.url,
+                        replica.config.model_for(model),
+                    )
                 first_token = policy.first_token_timeout
                 budget = remaining if remaining < first_token else first_token
                 watchdog.arm(guard, budget, self._slow_after, backend.name)
@@ -569,6 +580,8 @@ class Router:
                     trace.model = replica.config.model_for(request.model)
                     if stream:
                         upstream, first = result
+                        if span is not None:
+                            span.attempt_ok(getattr(first, "model", None), streaming=True)
                         return _RoutedStream(
                             self, backend, replica, upstream, first, trace, policy.idle_timeout
                         )
@@ -576,6 +589,8 @@ class Router:
                     usage = getattr(result, "usage", None)
                     if usage is not None:
                         trace.usage = usage
+                    if span is not None:
+                        span.attempt_ok(getattr(result, "model", None))
                     return result
                 finally:
                     watchdog.disarm(guard)
@@ -583,6 +598,8 @@ class Router:
                 # ------------------------------------------------------------ a failure
                 self._scrub_error(error, replica.config)
                 self._passive(backend, replica, error, trial)
+                if span is not None:
+                    span.attempt_failed(error.kind, error.message, getattr(error, "status", None))
                 errors.append(error)
                 attempts.append(
                     Attempt(backend.name, error.kind, error.message, getattr(error, "status", None))
@@ -1005,6 +1022,9 @@ class _RoutedStream:
             self._trace.attempts.append(
                 Attempt(self._backend.name, error.kind, error.message, error.status)
             )
+        span = self._trace.span
+        if span is not None:
+            span.attempt_end(error)
         self._router._done()
 
     @property

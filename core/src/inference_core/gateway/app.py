@@ -45,6 +45,7 @@ from ..models import (
     ModelInfo,
     WireModel,
 )
+from ..telemetry import from_env as telemetry_from_env
 from .errors import GatewayError, error_for, validation_error
 from .logs import ACCESS_LOGGER, LOGGER
 from .metrics import CONTENT_TYPE_LATEST, GatewayMetrics
@@ -266,6 +267,8 @@ class Gateway:
         self.protect_metrics = settings.protect_metrics and self.keys.enabled
         self.protect_health = settings.protect_health and self.keys.enabled
         self.trace_cls = _trace_class()
+        # OpenTelemetry: None unless OTEL_EXPORTER_OTLP_*ENDPOINT asks for traces
+        self.telemetry = telemetry_from_env()
         self._backend_bytes: dict[str | None, bytes] = {None: _NONE}
         self.routes: dict[str, tuple[bytes, Handler]] = {
             "/v1/chat/completions": (b"POST", self.chat),
@@ -412,9 +415,13 @@ class Gateway:
         error: str | None = None,
         attempts_before: int | None = None,
     ) -> None:
-        """Metrics and the access line for one finished request."""
+        """Metrics, the access line and the trace span for one finished request."""
         backend = getattr(trace, "backend", None) if trace is not None else None
         duration = perf_counter() - t0
+        if self.telemetry is not None and trace is not None:
+            span = getattr(trace, "span", None)
+            if span is not None:
+                span.end(trace, status=status, error=self.redact(error) if error else None)
         if self.metrics is not None:
             self.metrics.record(
                 endpoint, backend or "none", status, duration, overhead, ttft, trace,
@@ -511,6 +518,11 @@ class Gateway:
                 _check_int_range(request)
             self._check_caps(request)
             trace = self.trace_cls(request_id=rid)
+            if self.telemetry is not None:
+                trace.span = self.telemetry.start_request(
+                    endpoint, request.model, request=request, request_id=rid,
+                    stream=bool(getattr(request, "stream", False)), headers=scope["headers"],
+                )  # fmt: skip
             t1 = perf_counter()
             result = await _call_watching_client(call, request, trace, receive)
             waited = perf_counter() - t1
@@ -918,6 +930,8 @@ def create_app(
                     await router.aclose(drain_timeout=settings.drain_timeout)
                 else:
                     await router.aclose()
+            if gateway.telemetry is not None:
+                gateway.telemetry.shutdown()  # export what the drained requests left
 
     from .. import __version__
 
