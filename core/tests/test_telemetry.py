@@ -708,7 +708,10 @@ class Overloaded(Upstream):
         self._send(503, "application/json", b'{"error":{"message":"overloaded"}}')
 
 
-def test_inference_serve_exports_spans_over_otlp(receiver: OtlpReceiver, tmp_path: Any) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_inference_serve_exports_spans_over_otlp(
+    receiver: OtlpReceiver, tmp_path: Any, workers: int
+) -> None:
     """The real CLI and uvicorn, configured only by environment variables, an overloaded backend
     before a live one; the official openai SDK as the client; spans decoded from OTLP."""
     import openai
@@ -729,6 +732,7 @@ def test_inference_serve_exports_spans_over_otlp(receiver: OtlpReceiver, tmp_pat
             "INFERENCE_MAX_RETRIES": "0",
             "HEALTH_CHECK_INTERVAL": "3600",
             "INFERENCE_GATEWAY_PORT": str(port),
+            "INFERENCE_GATEWAY_WORKERS": str(workers),
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
             "OTEL_SERVICE_NAME": "serve-under-test",
             "OTEL_BSP_SCHEDULE_DELAY": "60000",
