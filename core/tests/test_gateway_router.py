@@ -258,9 +258,7 @@ async def test_embeddings_models_health_ready(build: Any, upstreams: Upstreams) 
         ("second.test-m", "second"),
         ("second-model", "second"),
     }
-    assert [m.get("aliases") for m in models.json()["data"] if m["id"] == "up-model"] == [
-        ["alias"]
-    ]
+    assert [m.get("aliases") for m in models.json()["data"] if m["id"] == "up-model"] == [["alias"]]
     detail = health.json()
     assert detail["status"] == "ok"
     assert detail["ready"] is True
