@@ -536,7 +536,7 @@ async def test_gateway_fallback_spans(gateway: Any, memory: Any) -> None:
     async with app.router.lifespan_context(app), asgi_client(app) as c:
         r = await c.post(
             "/v1/chat/completions",
-            json={"model": "alias", "messages": MSG, "max_tokens": 8},
+            json={"model": "default", "messages": MSG, "max_tokens": 8},
             headers={"x-request-id": "rid-1"},
         )
     assert r.status_code == 200
@@ -546,7 +546,7 @@ async def test_gateway_fallback_spans(gateway: Any, memory: Any) -> None:
         (s for s in spans if s.kind == SpanKind.CLIENT),
         key=lambda s: s.attributes["inference.attempt"],
     )
-    assert request.name == "chat alias"
+    assert request.name == "chat default"
     assert request.attributes["inference.request_id"] == "rid-1"
     assert request.attributes["gen_ai.request.max_tokens"] == 8
     assert request.attributes["gen_ai.response.model"] == "second-served"
@@ -757,11 +757,11 @@ def test_inference_serve_exports_spans_over_otlp(
             client = openai.OpenAI(
                 api_key="none", base_url=base + "/v1", default_headers={"traceparent": parent}
             )
-            reply = client.chat.completions.create(model="any", messages=MSG)
+            reply = client.chat.completions.create(model="upstream-model", messages=MSG)
             assert reply.choices[0].message.content
             chunks = list(
                 client.chat.completions.create(
-                    model="any",
+                    model="upstream-model",
                     messages=MSG,
                     stream=True,
                     stream_options={"include_usage": True},
