@@ -798,3 +798,37 @@ def test_inference_serve_exports_spans_over_otlp(
     assert outcomes["flaky"]["server.port"] == int(flaky.rsplit(":", 1)[1])
     assert outcomes["live"]["inference.fallback.reason"] == "unavailable"
     assert outcomes["live"]["gen_ai.response.model"] == "upstream-model"
+
+
+def test_the_sdk_honours_the_other_standard_variables(
+    receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Headers, compression and resource attributes come from the process environment."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-collector-key=k-123")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=staging")
+    tel = telemetry.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url})
+    assert tel is not None
+    tel.start_request("chat", "m").end(a_trace(), status=200)
+    tel.shutdown()
+    (span,) = receiver.wait_for(1)
+    assert receiver.headers[0]["x-collector-key"] == "k-123"
+    assert receiver.headers[0]["content-encoding"] == "gzip"
+    assert span["resource"]["deployment.environment"] == "staging"
+    assert span["resource"]["service.name"] == "inference-gateway"  # the default
+
+
+async def test_unsampled_requests_record_nothing_and_still_work(gateway: Any) -> None:
+    """OTEL_TRACES_SAMPLER: a request the sampler drops gets no-op spans, and is served."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = gateway({"up.test": "503", "second.test": "ok"})
+    app.gateway.telemetry = telemetry.Telemetry(provider, owned=True)
+    async with app.router.lifespan_context(app), asgi_client(app) as c:
+        r = await c.post("/v1/chat/completions", json={"messages": MSG, "stream": True})
+    assert r.status_code == 200
+    assert r.content.endswith(b"data: [DONE]\n\n")
+    assert exporter.get_finished_spans() == ()
