@@ -180,8 +180,10 @@ class VLLMPlugin:
                 extra = await self._list(econfig, http)
             except InferenceError:
                 extra = []  # the chat server's list still stands; health reports the rest
-        if econfig.model and econfig.model not in ids and not any(
-            m.id == econfig.model for m in extra
+        if (
+            econfig.model
+            and econfig.model not in ids
+            and not any(m.id == econfig.model for m in extra)
         ):
             extra.append(ModelInfo(id=econfig.model, owned_by="vllm", backend=config.name))
         return models + [m for m in extra if m.id not in ids]
