@@ -34,10 +34,9 @@ MSG = [{"role": "user", "content": "Say hi."}]
 def llama_server(tmp_path: Any) -> Iterator[Any]:
     """A llama-server of our own (the peers' assets), killed by the test or stopped after."""
     peer_url("INFERENCE_TEST_LLAMACPP_URL", "bash scripts/peers/llamacpp.sh start PORT")
+    from inference_core.http import create_client
     from inference_llamacpp import provision
     from inference_llamacpp.managed import ManagedServer, ServerSpec
-
-    from inference_core.http import create_client
 
     spec = ServerSpec(
         binary=provision.ensure_llama_server(progress=lambda _m: None),
