@@ -313,6 +313,13 @@ def test_the_configmap_is_a_valid_configuration() -> None:
     settings = Settings.from_env(env, env_file=None)
     assert settings.backend("vllm").base_url == "http://vllm:8000"
     assert settings.backend("ollama").model == config()["INFERENCE_OLLAMA_MODEL"]
+    # the vLLM model falls back to the models the other backends are configured with
+    (targets,) = settings.model_fallbacks.values()
+    assert set(settings.model_fallbacks) == {config()["VLLM_MODEL_NAME"]}
+    assert targets == (
+        f"ollama/{config()['INFERENCE_OLLAMA_MODEL']}",
+        f"openai/{config()['INFERENCE_OPENAI_MODEL']}",
+    )
     gateway = GatewaySettings.from_env(env)
     assert (gateway.host, gateway.port, gateway.workers) == ("0.0.0.0", 8080, 2)
     pod = named("Deployment", "inference-gateway")["spec"]["template"]["spec"]
