@@ -235,11 +235,14 @@ def test_on_without_the_extra_is_a_config_error_naming_the_variable() -> None:
 
 
 @pytest.mark.parametrize("protocol", ["http/json", "thrift"])
-def test_an_unsupported_protocol_is_a_config_error(protocol: str) -> None:
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": protocol}
+@pytest.mark.parametrize(
+    "variable", ["OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"]
+)
+def test_an_unsupported_protocol_is_a_config_error(protocol: str, variable: str) -> None:
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", variable: protocol}
     with pytest.raises(ConfigError) as info:
         telemetry.from_env(env)
-    assert info.value.variable == "OTEL_EXPORTER_OTLP_PROTOCOL"
+    assert info.value.variable == variable
     assert protocol in info.value.message
     assert "http/protobuf" in info.value.message
 
@@ -832,3 +835,23 @@ async def test_unsampled_requests_record_nothing_and_still_work(gateway: Any) ->
     assert r.status_code == 200
     assert r.content.endswith(b"data: [DONE]\n\n")
     assert exporter.get_finished_spans() == ()
+
+
+def test_grpc_needs_its_exporter() -> None:
+    """grpc is accepted when its exporter is installed, else a ConfigError says what to add."""
+    import importlib.util
+
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+    try:
+        installed = importlib.util.find_spec("opentelemetry.exporter.otlp.proto.grpc") is not None
+    except ModuleNotFoundError:
+        installed = False
+    if installed:
+        made = telemetry.from_env(env)
+        assert made is not None
+        made.shutdown()
+        return
+    with pytest.raises(ConfigError) as info:
+        telemetry.from_env(env)
+    assert info.value.variable == "OTEL_EXPORTER_OTLP_PROTOCOL"
+    assert "opentelemetry-exporter-otlp-proto-grpc" in info.value.message

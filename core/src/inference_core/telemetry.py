@@ -79,6 +79,9 @@ def from_env(
 ) -> Telemetry | None:
     """A :class:`Telemetry` exporting over OTLP when :func:`enabled`, else ``None``.
 
+    ``env`` (default ``os.environ``) decides on/off, the endpoint, the protocol and the
+    service name; the SDK reads its other OTEL_* variables (headers, timeout, compression,
+    resource attributes, sampler, batch sizes) from the process environment itself.
     ``service_name`` is the default ``service.name``; ``OTEL_SERVICE_NAME`` wins over it.
     Raises :class:`~inference_core.errors.ConfigError` naming the variable when traces are
     asked for but the ``otel`` extra is not installed, or the protocol is not supported.
@@ -105,15 +108,16 @@ def from_env(
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):  # the application configured one: use it
         return Telemetry(current)
-    protocol = (
-        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "").strip()
-        or env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "").strip()
-        or "http/protobuf"
+    protocol_variable = (
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+        if env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "").strip()
+        else "OTEL_EXPORTER_OTLP_PROTOCOL"
     )
+    protocol = env.get(protocol_variable, "").strip() or "http/protobuf"
     endpoint = env.get(variable, "").strip()
     if variable == "OTEL_EXPORTER_OTLP_ENDPOINT" and protocol == "http/protobuf":
         endpoint = endpoint.rstrip("/") + "/v1/traces"  # what the specification says to do
-    exporter = _exporter(protocol, endpoint)
+    exporter = _exporter(protocol, endpoint, protocol_variable)
     service = env.get("OTEL_SERVICE_NAME", "").strip() or service_name
     resource = Resource.create({"service.name": service})
     provider = TracerProvider(resource=resource)
@@ -121,8 +125,7 @@ def from_env(
     return Telemetry(provider, owned=True)
 
 
-def _exporter(protocol: str, endpoint: str) -> Any:
-    variable = "OTEL_EXPORTER_OTLP_PROTOCOL"
+def _exporter(protocol: str, endpoint: str, variable: str) -> Any:
     if protocol == "http/protobuf":
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
