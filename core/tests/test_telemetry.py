@@ -855,3 +855,34 @@ def test_grpc_needs_its_exporter() -> None:
         telemetry.from_env(env)
     assert info.value.variable == "OTEL_EXPORTER_OTLP_PROTOCOL"
     assert "opentelemetry-exporter-otlp-proto-grpc" in info.value.message
+
+
+async def test_the_router_alone_reports_attempts_to_a_span(memory: Any) -> None:
+    """A library user (no gateway) traces a router call with the same two calls."""
+    from inference_core.router import RequestTrace, Router
+
+    tel, exporter = memory
+    router = Router.from_env(
+        ENV,
+        env_file=None,
+        transport=upstream({"up.test": "503", "second.test": "ok"}),
+        extra_plugins={"up": Relay(), "second": Relay()},
+    )
+    async with router:
+        trace = RequestTrace(span=tel.start_request("chat", "default"))
+        stream = await router.chat({"messages": MSG, "stream": True}, trace=trace)
+        # the failed tries are over; the served attempt and the request stay open while streaming
+        open_now = exporter.get_finished_spans()
+        assert [s.attributes["inference.backend"] for s in open_now] == ["up", "up"]
+        chunks = [chunk async for chunk in stream]
+        trace.span.end(trace)
+    assert chunks
+    spans = exporter.get_finished_spans()
+    attempts = [s for s in spans if s.kind == SpanKind.CLIENT]
+    assert [a.attributes["inference.attempt.outcome"] for a in attempts] == [
+        "unavailable",
+        "unavailable",
+        "ok",
+    ]
+    assert spans[-1].kind == SpanKind.SERVER
+    assert spans[-1].attributes["inference.backend"] == "second"
