@@ -286,7 +286,7 @@ def test_every_variable_the_gateway_gets_is_one_the_code_reads() -> None:
     assert container["envFrom"] == [{"configMapRef": {"name": "inference-gateway-config"}}]
     names = set(config()) | {v["name"] for v in container["env"]}
     documented = documented_variables()
-    unknown = sorted(names - documented - PENDING_VARIABLES - {"TMPDIR"})
+    unknown = sorted(names - documented - PENDING_VARIABLES)
     assert not unknown, f"set by the manifests but read by nothing: {unknown}"
 
 
