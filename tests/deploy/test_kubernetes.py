@@ -411,3 +411,77 @@ def test_the_gateway_writes_only_to_its_volumes() -> None:
     for var in container["env"]:
         if var["name"] in ("INFERENCE_GATEWAY_API_KEYS", "OPENAI_API_KEY", "INFERENCE_REDIS_URL"):
             assert "secretKeyRef" in var["valueFrom"], var["name"]
+
+
+# --------------------------------------------------- Redis as the manifest starts it, for real
+
+
+@pytest.fixture
+def redis_as_deployed(tmp_path: Path) -> Iterator[tuple[int, str]]:
+    """Debian's redis-server with the Deployment's own arguments (password from the example
+    Secret), on a free loopback port, data in ``tmp_path``; yields (port, password)."""
+    import shutil
+    import subprocess
+    import time
+
+    from inference_core.testing import missing_peer, unused_port
+
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        missing_peer("redis-server is not installed (bash scripts/peers/redis.sh setup)")
+    password = example_secret()["REDIS_PASSWORD"]
+    container = named("Deployment", "redis")["spec"]["template"]["spec"]["containers"][0]
+    args = [a.replace("$(REDIS_PASSWORD)", password) for a in container["args"]]
+    args[args.index("--dir") + 1] = str(tmp_path)  # the volume
+    port = unused_port()
+    argv = [*container["command"], *args, "--port", str(port), "--bind", "127.0.0.1"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, proc.communicate()[1]
+            ping = subprocess.run(
+                ["redis-cli", "-p", str(port), "--no-auth-warning", "-a", password, "ping"],
+                capture_output=True, text=True, timeout=10,
+            )  # fmt: skip
+            if ping.stdout.strip() == "PONG":
+                break
+            assert time.monotonic() < deadline, "redis-server did not answer"
+            time.sleep(0.05)
+        yield port, password
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_redis_runs_as_configured_and_its_probe_tells_ready(
+    redis_as_deployed: tuple[int, str],
+) -> None:
+    import subprocess
+
+    port, password = redis_as_deployed
+    container = named("Deployment", "redis")["spec"]["template"]["spec"]["containers"][0]
+    probe = container["readinessProbe"]["exec"]["command"]
+    assert probe[:2] == ["sh", "-c"]
+    # the container's probe asks the default port; here the server is on ``port``
+    script = probe[2].replace("redis-cli", f"redis-cli -p {port}")
+    assert script != probe[2]
+
+    def run(env_password: str) -> int:
+        env = {"PATH": "/usr/bin:/bin", "REDIS_PASSWORD": env_password}
+        done = subprocess.run(["sh", "-c", script], env=env, capture_output=True, timeout=10)
+        return done.returncode
+
+    assert run(password) == 0
+    assert run("not-the-password") != 0  # the password is required, and the probe says so
+    # the password in the gateway's URL (example Secret; its host is the Service) opens it
+    url = urlsplit(example_secret()["INFERENCE_REDIS_URL"])
+    names = ["appendonly", "maxmemory-policy", "maxmemory"]
+    got = subprocess.run(
+        ["redis-cli", "--no-auth-warning", "-p", str(port), "-a", url.password or "",
+         "-n", url.path.lstrip("/") or "0", "config", "get", *names],
+        capture_output=True, text=True, timeout=10,
+    ).stdout.splitlines()  # fmt: skip
+    config = dict(zip(got[::2], got[1::2], strict=True))
+    assert config["appendonly"] == "yes"
+    assert config["maxmemory-policy"] == "noeviction"
+    assert int(config["maxmemory"]) == 384 * 1024 * 1024
