@@ -1124,15 +1124,20 @@ class BackendConformance:
         for label, hook, kwargs in self._calls(health=True):
             mock = {"chat (stream)": "chat_stream", "complete (stream)": "complete"}.get(label)
 
-            async def scenario(h, config, http, transport, hook=hook, kwargs=kwargs):
-                try:
-                    result = await h.call(hook, config=config, http=http, **kwargs)
-                    if hasattr(result, "__anext__"):
-                        await _drain(result)
-                except InferenceError:
-                    pass
+            for early in (False, True) if mock else (False,):
 
-            self._run(self._upstream_handler(mock or hook), scenario)
+                async def scenario(h, config, http, transport, hook=hook, kw=kwargs, early=early):
+                    try:
+                        result = await h.call(hook, config=config, http=http, **kw)
+                        if early:  # a client that hangs up after the first chunk
+                            await result.__anext__()
+                            await result.aclose()
+                        elif hasattr(result, "__anext__"):
+                            await _drain(result)
+                    except InferenceError:
+                        pass
+
+                self._run(self._upstream_handler(mock or hook), scenario)
             self._run(failing_handler("500"), scenario)
 
     # ------------------------------------------------------------------------------- helpers

@@ -17,9 +17,9 @@ its tests and sets ``wire = MyWire()`` on its conformance class.
 
 Scenarios: ``chat``, ``chat_stream`` (a usage chunk when ``stream_options.include_usage``),
 ``stream_error`` (one content chunk, then an in-band error event, then the end marker),
-``complete``, ``complete_stream``, ``embed`` (the vectors of :func:`canned.embedding_for`,
-``dimensions`` and ``encoding_format`` honoured, the items in *reverse* order with their
-``index``, as a server may send them).
+``complete`` (streamed or not, as the body asks), ``embed`` (the vectors of
+:func:`canned.embedding_for`, ``dimensions`` and ``encoding_format`` honoured, the items in
+*reverse* order with their ``index``, as a server may send them).
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ SCENARIOS = (
     "chat_stream",
     "stream_error",
     "complete",
-    "complete_stream",
     "embed",
 )
 
