@@ -84,6 +84,10 @@ class Compat:
         if mode == "no_alias":
             body = request.model_dump(exclude_none=True)  # the client's name, never mapped
             return await openai_compat.chat(http, config, request, body=body)
+        if mode == "old_override":  # aliases mapped, but the configured model replaces any name
+            model = config.aliases.get(request.model) or config.model
+            body = {**openai_compat.request_body(request, config), "model": model}
+            return await openai_compat.chat(http, config, request, body=body)
         if mode == "hardcoded_model":
             body = {**openai_compat.request_body(request, config), "model": config.model}
             return await openai_compat.chat(http, config, request, body=body)

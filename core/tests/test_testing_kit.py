@@ -12,6 +12,7 @@ import pytest
 import inference_core
 from inference_core.http import openai_compat
 from inference_core.testing import (
+    FAILURES,
     BackendConformance,
     HookHarness,
     TrackingTransport,
@@ -19,6 +20,7 @@ from inference_core.testing import (
     failing_handler,
     make_config,
 )
+from inference_core.testing.wire import OpenAIWire, float32_base64
 
 pytest_plugins = ("pytester",)
 
@@ -128,6 +130,54 @@ async def test_tracking_transport_records_closing_and_truncates():
     assert transport.requests[0].url == "http://x/"
 
 
+async def test_tracking_transport_records_refused_requests_and_bodies():
+    transport = TrackingTransport(httpx.MockTransport(failing_handler("connect")))
+    async with httpx.AsyncClient(transport=transport) as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.post("http://x/v1/chat/completions", json={"model": "m"})
+    (record,) = transport.responses
+    assert (record.status, record.method, record.path) == (0, "POST", "/v1/chat/completions")
+    assert record.body == {"model": "m"}
+    assert record.headers["content-type"] == "application/json"
+    assert not transport.unclosed()
+    assert transport.since(transport.mark()) == []
+
+
+def test_every_failure_has_an_answer_and_unknown_ones_are_refused():
+    for failure in FAILURES:
+        handler = failing_handler(failure)
+        request = httpx.Request("GET", "http://x/")
+        if failure in ("connect", "timeout"):
+            with pytest.raises(httpx.TransportError):
+                handler(request)
+        else:
+            assert handler(request).status_code in range(200, 600)
+    with pytest.raises(ValueError, match="known: connect"):
+        failing_handler("418")
+
+
+def test_openai_wire_answers_as_a_server_would():
+    wire = OpenAIWire()
+
+    def post(path, body):
+        return httpx.Request("POST", "http://x" + path, json=body)
+
+    plain = wire.answer(post("/v1/chat/completions", {"stream": True}), "chat_stream").content
+    asked = {"stream": True, "stream_options": {"include_usage": True}}
+    usage = wire.answer(post("/chat/completions", asked), "chat_stream").content
+    assert b'"choices": []' not in plain
+    assert b'"choices": []' in usage
+    error = wire.answer(post("/v1/chat/completions", {"stream": True}), "stream_error").content
+    assert error.index(b'"content": "Hel"') < error.index(b'"error"') < error.index(b"[DONE]")
+    body = {"input": ["a", "b"], "encoding_format": "base64", "dimensions": 4}
+    data = wire.answer(post("/v1/embeddings", body), "embed").json()["data"]
+    assert [item["index"] for item in data] == [1, 0]
+    assert data[1]["embedding"] == float32_base64(canned.embedding_for("a", dims=4))
+    assert wire.answer(httpx.Request("GET", "http://x/v1/models"), "chat") is None
+    assert wire.fields(post("/v1/embeddings", body)) == body
+    assert wire.fields(httpx.Request("GET", "http://x/health")) is None
+
+
 async def test_failing_handler_maps_through_core_http():
     harness = HookHarness(GoodPlugin(), "good")
     transport = TrackingTransport(httpx.MockTransport(failing_handler("429")))
@@ -226,6 +276,7 @@ BROKEN: list[tuple[str, str, str, str, str]] = [
     # 6. aliases
     ("Compat('no_alias')", "Base", "", "test_model_alias_on_the_wire", "'conformance-alias'"),
     ("Compat('hardcoded_model')", "Base", "", "test_model_alias_on_the_wire", "'aliased-upstr"),
+    ("Compat('old_override')", "Base", "", "test_model_alias_on_the_wire", "'concrete-upstream"),
     # 7. embeddings
     ("Compat('reversed')", "Base", "", "test_embeddings_order_and_count", "input order"),
     ("Raw('ignore_index')", "RawBase", "", "test_embeddings_placed_by_index", "is not the one"),
