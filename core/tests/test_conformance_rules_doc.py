@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from inference_core.testing import FAILURES, BackendConformance
-from inference_core.testing.conformance import _EXPECTED
+from inference_core.testing.expectations import EXPECTED_ERRORS
 
 DOC = Path(__file__).resolve().parents[2] / "CONTRIBUTING.md"
 ROW = re.compile(r"^\|(.+)\|(.+)\|(.+)\|\s*$")
@@ -71,5 +71,5 @@ def test_the_failure_table_is_the_kits_expectation():
     documented = {failure.strip("`"): must for failure, must in rows}
     assert list(documented) == list(FAILURES)
     for failure, must in documented.items():
-        names = " or ".join(f"`{cls.__name__}`" for cls in _EXPECTED[failure])
+        names = " or ".join(f"`{cls.__name__}`" for cls in EXPECTED_ERRORS[failure])
         assert must == names, f"{failure}: the table says {must}, the kit expects {names}"

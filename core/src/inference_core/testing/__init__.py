@@ -81,9 +81,10 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "BackendConformance": "conformance",
-    "HookHarness": "conformance",
-    "hook_implementations": "conformance",
-    "make_config": "conformance",
+    "HookHarness": "harness",
+    "hook_implementations": "harness",
+    "make_config": "harness",
+    "capture_logs": "harness",
     "TrackingTransport": "transport",
     "Tracked": "transport",
     "failing_handler": "transport",
@@ -117,7 +118,8 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import canned, wire
-    from .conformance import BackendConformance, HookHarness, hook_implementations, make_config
+    from .conformance import BackendConformance
+    from .harness import HookHarness, capture_logs, hook_implementations, make_config
     from .local import dead_url, missing_peer, peer_url, serve_http, unused_port
     from .transport import FAILURES, FakeUpstream, Tracked, TrackingTransport, failing_handler
     from .wire import OpenAIWire, Wire

@@ -13,28 +13,15 @@ import asyncio
 import base64
 import inspect
 import json
-import logging
 import struct
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 import httpx
-import pluggy
 import pytest
 
 from .. import hookspecs
-from ..errors import (
-    AuthenticationFailed,
-    BackendTimeout,
-    BackendUnavailable,
-    BadRequest,
-    CapabilityNotSupported,
-    ContextLengthExceeded,
-    InferenceError,
-    ModelNotFound,
-    RateLimited,
-)
+from ..errors import CapabilityNotSupported, InferenceError
 from ..http.client import create_client
 from ..models import (
     BackendConfig,
@@ -49,202 +36,31 @@ from ..models import (
     ModelInfo,
 )
 from . import canned
-from .transport import FAILURES, RETRY_AFTER_DATE_SECONDS, TrackingTransport, failing_handler
+from .expectations import (
+    ALIAS,
+    ALIAS_TARGET,
+    CHAT_FIELDS,
+    COMPLETE_FIELDS,
+    CONCRETE_MODEL,
+    EMBED_INPUTS,
+    EXPECTED_ERRORS,
+    RETRY_AFTER,
+    RETRYABLE_FAILURES,
+    SECRET,
+    STREAM_FIELDS,
+)
+from .harness import (
+    _SPEC_ARGS,
+    HookHarness,
+    capture_logs,
+    drain,
+    hook_implementations,
+    make_config,
+)
+from .transport import FAILURES, TrackingTransport, failing_handler
 from .wire import OpenAIWire, Wire
 
 __all__ = ["BackendConformance", "HookHarness", "hook_implementations", "make_config"]
-
-_SPEC_ARGS = {
-    name: tuple(inspect.signature(getattr(hookspecs, name)).parameters)
-    for name in hookspecs.HOOK_NAMES
-}
-
-#: failure -> the error classes a hook may raise for it (flags must match the class's)
-_EXPECTED: dict[str, tuple[type[InferenceError], ...]] = {
-    "connect": (BackendUnavailable,),
-    "timeout": (BackendTimeout,),
-    "429": (RateLimited,),
-    "429-date": (RateLimited,),
-    "429-ms": (RateLimited,),
-    "500": (BackendUnavailable,),
-    "502": (BackendUnavailable,),
-    "502-html": (BackendUnavailable,),
-    "503": (BackendUnavailable,),
-    "504": (BackendTimeout, BackendUnavailable),
-    "400": (BadRequest,),
-    "400-context": (ContextLengthExceeded,),
-    "401": (AuthenticationFailed,),
-    "403": (AuthenticationFailed,),
-    "404-model": (ModelNotFound,),
-    "404-route": (CapabilityNotSupported,),
-    "408": (BackendTimeout, BackendUnavailable),
-    "413": (BadRequest, ContextLengthExceeded),
-    "422": (BadRequest,),
-    "200-not-json": (BackendUnavailable,),
-    "200-html": (BackendUnavailable,),
-}
-#: what the router would retry: a plugin must raise these at once, never retry them itself
-RETRYABLE_FAILURES = tuple(f for f in FAILURES if all(c.retryable for c in _EXPECTED[f]))
-#: failure -> (lowest, highest) ``retry_after`` a RateLimited must carry
-_RETRY_AFTER = {
-    "429": (7.0, 7.0),
-    "429-date": (RETRY_AFTER_DATE_SECONDS - 5.0, RETRY_AFTER_DATE_SECONDS + 1.0),
-    "429-ms": (1.5, 1.5),
-}
-
-SECRET = "sk-conformance-SECRET-d0n0tl3ak"
-ALIAS = "conformance-alias"
-ALIAS_TARGET = "aliased-upstream-model"
-CONCRETE_MODEL = "concrete-upstream-model"
-
-#: chat fields a plugin must carry to the upstream (the wire's OpenAI view), ``top_k`` standing
-#: for every backend-specific extra a client sends
-CHAT_FIELDS: dict[str, Any] = {
-    "tools": [
-        {
-            "type": "function",
-            "function": {
-                "name": "get_weather",
-                "description": "The weather in a city",
-                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-            },
-        }
-    ],
-    "tool_choice": "auto",
-    "response_format": {"type": "json_object"},
-    "seed": 1234,
-    "stop": ["\n\nUser:"],
-    "top_k": 7,
-}
-STREAM_FIELDS: dict[str, Any] = {"stream_options": {"include_usage": True}}
-COMPLETE_FIELDS: dict[str, Any] = {"seed": 1234, "stop": ["\n\nUser:"], "top_k": 7}
-EMBED_INPUTS = ["alpha", "beta", "alpha", "gamma"]  # a duplicate: never de-duplicated
-
-
-def make_config(
-    name: str = "test",
-    *,
-    base_url: str | tuple[str, ...] | None = "http://upstream.test",
-    model: str | None = "upstream-model",
-    api_key: str | None = None,
-    timeout: float = 5.0,
-    connect_timeout: float = 1.0,
-    aliases: dict[str, str] | None = None,
-    options: dict[str, Any] | None = None,
-) -> BackendConfig:
-    """A :class:`BackendConfig` for tests (``api_key`` and ``*key/token/secret`` options secret)."""
-    from pydantic import SecretStr
-
-    urls: tuple[str, ...]
-    if base_url is None:
-        urls = ()
-    elif isinstance(base_url, str):
-        urls = (base_url,)
-    else:
-        urls = tuple(base_url)
-    opts: dict[str, Any] = {}
-    for key, value in (options or {}).items():
-        key = key.lower()
-        secret = key.endswith(("key", "token", "secret")) and not isinstance(value, SecretStr)
-        opts[key] = SecretStr(str(value)) if secret else value
-    return BackendConfig(
-        name=name,
-        base_urls=urls,
-        model=model,
-        api_key=SecretStr(api_key) if api_key else None,
-        timeout=timeout,
-        connect_timeout=connect_timeout,
-        aliases=dict(aliases or {}),
-        options=opts,
-    )
-
-
-def hook_implementations(plugin: object) -> dict[str, Callable[..., Any]]:
-    """Every attribute of ``plugin`` marked with ``@inference_core.hookimpl``, by hook name."""
-    marker = f"{hookspecs.PROJECT_NAME}_impl"
-    found: dict[str, Callable[..., Any]] = {}
-    for attr in dir(plugin):
-        try:
-            value = getattr(plugin, attr)
-        except Exception:  # a property that raises is not a hook
-            continue
-        opts = getattr(value, marker, None)
-        if isinstance(opts, dict):
-            found[opts.get("specname") or attr] = value
-    return found
-
-
-class HookHarness:
-    """A plugin manager holding one plugin, with an ``await``-able ``call``."""
-
-    def __init__(self, plugin: object, name: str) -> None:
-        self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
-        self.pm.add_hookspecs(hookspecs)
-        self.pm.register(plugin, name=name)
-        self.name = name
-
-    def implements(self, hook: str) -> bool:
-        return bool(getattr(self.pm.hook, hook).get_hookimpls())
-
-    async def call(self, hook: str, **kwargs: Any) -> Any:
-        """Call ``hook`` with the spec's arguments; ``None`` when the plugin lacks it."""
-        result = getattr(self.pm.hook, hook)(**{k: kwargs.get(k) for k in _SPEC_ARGS[hook]})
-        if result is None:
-            return None
-        assert inspect.isawaitable(result), (
-            f"hook {hook!r} of {self.name!r} returned {type(result).__name__}, not a coroutine: "
-            "declare it with `async def`"
-        )
-        return await result
-
-
-async def _drain(result: Any) -> list[Any]:
-    assert hasattr(result, "__anext__"), (
-        f"a streaming call must return an async iterator, got {type(result).__name__}"
-    )
-    return [item async for item in result]
-
-
-class _LogRecords(logging.Handler):
-    """Every log record of every logger, formatted (message, arguments and traceback)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.texts: list[str] = []
-        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.texts.append(self.format(record))
-        except Exception:  # a record whose arguments do not format: keep what we can
-            self.texts.append(f"{record.name} {record.msg!r} {record.args!r}")
-
-
-@contextmanager
-def _capture_logs() -> Iterator[_LogRecords]:
-    """Route every logger to one handler at DEBUG (all levels), for the block's duration."""
-    root = logging.getLogger()
-    handler = _LogRecords()
-    level = root.level
-    quiet = {
-        name: lg.level
-        for name, lg in logging.Logger.manager.loggerDict.items()
-        if isinstance(lg, logging.Logger) and lg.level > logging.DEBUG
-    }
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    for name in quiet:
-        logging.getLogger(name).setLevel(logging.DEBUG)
-    previous = logging.root.manager.disable
-    logging.disable(logging.NOTSET)
-    try:
-        yield handler
-    finally:
-        logging.disable(previous)
-        for name, lvl in quiet.items():
-            logging.getLogger(name).setLevel(lvl)
-        root.setLevel(level)
-        root.removeHandler(handler)
 
 
 def _decode_base64(value: Any) -> list[float] | None:
@@ -569,7 +385,7 @@ class BackendConformance:
                     result = await h.call(
                         "chat", request=self._chat_request(True), config=config, http=http
                     )
-                    await _drain(result)
+                    await drain(result)
                 except CapabilityNotSupported:
                     pass
                 else:
@@ -582,7 +398,7 @@ class BackendConformance:
             result = await h.call(
                 "chat", request=self._chat_request(True), config=config, http=http
             )
-            chunks = await _drain(result)
+            chunks = await drain(result)
             assert chunks, "the stream yielded no chunk"
             for chunk in chunks:
                 assert isinstance(chunk, ChatChunk), (
@@ -623,7 +439,7 @@ class BackendConformance:
                 result = await h.call(
                     "chat", request=self._chat_request(True), config=config, http=http
                 )
-                await _drain(result)
+                await drain(result)
             except InferenceError:
                 pass
             else:
@@ -645,7 +461,7 @@ class BackendConformance:
 
         async def scenario(h, config, http, transport):
             result = await h.call("chat", request=request, config=config, http=http)
-            chunks = await _drain(result)
+            chunks = await drain(result)
             assert chunks, "the stream yielded no chunk"
             last = chunks[-1]
             usage_chunk = isinstance(last, ChatChunk) and last.choices == [] and last.usage
@@ -706,7 +522,7 @@ class BackendConformance:
             async def scenario(h, config, http, transport, hook=hook, request=request):
                 result = await h.call(hook, request=request, config=config, http=http)
                 if hasattr(result, "__anext__"):
-                    await _drain(result)
+                    await drain(result)
                 return self._sent(transport)
 
             sent = self._run(self._wire_handler(mock, mock), scenario)
@@ -763,7 +579,7 @@ class BackendConformance:
                 async def scenario(h, cfg, http, transport, hook=hook, make=make, req=requested):
                     result = await h.call(hook, request=make(req), config=cfg, http=http)
                     if hasattr(result, "__anext__"):
-                        result = await _drain(result)
+                        result = await drain(result)
                     return result, self._sent(transport)
 
                 result, sent = self._run(self._wire_handler(mock, mock), scenario, config=config)
@@ -959,7 +775,7 @@ class BackendConformance:
         """Each upstream failure raises the taxonomy error the router needs (table in
         CONTRIBUTING), with `retry_after` from `Retry-After` (seconds or date) or
         `retry-after-ms`."""
-        expected = _EXPECTED[failure]
+        expected = EXPECTED_ERRORS[failure]
         names = " or ".join(c.__name__ for c in expected)
 
         async def scenario(h, config, http, transport):
@@ -969,7 +785,7 @@ class BackendConformance:
                 try:
                     result = await h.call(hook, config=config, http=http, **kwargs)
                     if hasattr(result, "__anext__"):
-                        await _drain(result)
+                        await drain(result)
                 except InferenceError as exc:
                     error: InferenceError | None = exc
                 except Exception as exc:
@@ -996,8 +812,8 @@ class BackendConformance:
                         "(use inference_core.http.error_for_response / error_for_exception)"
                     )
                     continue
-                if failure in _RETRY_AFTER:
-                    low, high = _RETRY_AFTER[failure]
+                if failure in RETRY_AFTER:
+                    low, high = RETRY_AFTER[failure]
                     got = getattr(error, "retry_after", None)
                     if not isinstance(got, int | float) or not low - 0.01 <= got <= high + 0.01:
                         problems.append(
@@ -1060,7 +876,7 @@ class BackendConformance:
                 try:
                     result = await h.call(hook, config=config, http=http, **kwargs)
                     if hasattr(result, "__anext__"):
-                        await _drain(result)
+                        await drain(result)
                 except Exception:
                     pass  # what it raised is test_error_mapping's business
                 counts: dict[tuple[str, str], int] = {}
@@ -1090,7 +906,7 @@ class BackendConformance:
         for failure in ("401", "403", "400", "429", "500", "connect"):
             runs.append((failure, failing_handler(failure)))
         problems: list[str] = []
-        with _capture_logs() as logs:
+        with capture_logs() as logs:
             for what, handler in runs:
 
                 async def scenario(h, config, http, transport, what=what):
@@ -1098,7 +914,7 @@ class BackendConformance:
                         try:
                             result = await h.call(hook, config=config, http=http, **kwargs)
                             if hasattr(result, "__anext__"):
-                                result = await _drain(result)
+                                result = await drain(result)
                         except InferenceError as exc:
                             result = [str(exc), exc.to_openai()]
                         except Exception as exc:  # test_error_mapping reports these
@@ -1133,7 +949,7 @@ class BackendConformance:
                             await result.__anext__()
                             await result.aclose()
                         elif hasattr(result, "__anext__"):
-                            await _drain(result)
+                            await drain(result)
                     except InferenceError:
                         pass
 
