@@ -286,6 +286,13 @@ class BackendConformance:
             f"({', '.join(str(t.request.url) for t in leaked)}); close it (async with / aclose)"
         )
 
+    def _no_request(self) -> str:
+        return (
+            f"the upstream received no request that {type(self.wire).__name__} recognises as a "
+            "generation request (a server with another protocol than OpenAI's needs its own "
+            "inference_core.testing.wire.Wire: set `wire = MyWire()`)"
+        )
+
     def _sent(self, transport: TrackingTransport, mark: int = 0) -> list[dict[str, Any]]:
         """The OpenAI-named fields of every generation request the upstream received."""
         sent = []
@@ -468,7 +475,8 @@ class BackendConformance:
             assert usage_chunk, (
                 "stream_options.include_usage was asked but the stream did not end with the "
                 "usage chunk (choices == [], usage set): forward stream_options to the "
-                "upstream and relay its last chunk, or build that chunk yourself"
+                "upstream and relay its last chunk, or build that chunk yourself (a server "
+                "with another protocol than OpenAI's needs its own `wire`)"
             )
             self._assert_closed(transport, "a stream with usage")
 
@@ -527,7 +535,7 @@ class BackendConformance:
 
             sent = self._run(self._wire_handler(mock, mock), scenario)
             if not sent:
-                problems.append(f"{label}: the upstream received no generation request")
+                problems.append(f"{label}: {self._no_request()}")
                 continue
             for name, value in wanted.items():
                 if name in skipped:
@@ -586,7 +594,7 @@ class BackendConformance:
                 if not self.talks_http:  # no wire: the answer names the model it used
                     got = [(result[0] if isinstance(result, list) else result).model]
                 elif not sent:
-                    problems.append(f"{label}: the upstream received no generation request")
+                    problems.append(f"{label}: {self._no_request()}")
                     continue
                 else:
                     got = [fields.get("model") for fields in sent]
@@ -645,7 +653,7 @@ class BackendConformance:
             assert isinstance(result, EmbeddingResponse)
             if self.talks_http:
                 sent = self._sent(transport)
-                assert sent, "embed sent no embeddings request to the upstream"
+                assert sent, f"embed: {self._no_request()}"
                 for name in ("encoding_format", "dimensions"):
                     if name not in self.wire.not_forwarded:
                         assert sent[-1].get(name) == getattr(request, name), (
