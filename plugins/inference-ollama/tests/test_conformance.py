@@ -47,7 +47,7 @@ class OllamaWire(Wire):
 
     not_forwarded = {
         "stream_options": "Ollama has none: the plugin builds the usage chunk from the done line",
-        "tool_choice": "Ollama has none: 'none' drops the tools, any other choice sends them",
+        "tool_choice": "Ollama has none: 'none' drops the tools, a forced call is refused",
         "encoding_format": "Ollama answers floats only: the plugin encodes base64 itself",
     }
 
