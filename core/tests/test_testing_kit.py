@@ -347,6 +347,36 @@ def test_kit_passes_correct_plugins(pytester, plugin, base, body, design):
     assert took < 10, f"the whole conformance run took {took:.1f} s"
 
 
+async def test_the_kit_hands_over_the_client_as_the_router_does():
+    """What the shared-client check guards against happens in production: a hook that enters
+    the client the router gave it closes the router's client, for every backend."""
+
+    class Closer:
+        @inference_core.hookimpl
+        async def chat(self, request, config, http):
+            async with http:  # works on the router's client (never entered), then closes it
+                return await openai_compat.chat(http, config, request)
+
+        @inference_core.hookimpl
+        async def health(self, config, http):
+            return inference_core.Health(state="ready")
+
+    env = {
+        "INFERENCE_PROVIDER": "closer",
+        "INFERENCE_CLOSER_BASE_URL": "http://upstream.test",
+        "INFERENCE_CLOSER_MODEL": "m",
+    }
+    answer = httpx.MockTransport(lambda r: httpx.Response(200, json=canned.chat_completion()))
+    router = inference_core.Router.from_env(
+        env, env_file=None, transport=answer, extra_plugins={"closer": Closer()}
+    )
+    async with router:
+        assert router.http is not None
+        assert not router.http.is_closed
+        await router.chat({"messages": [{"role": "user", "content": "hi"}]})
+        assert router.http.is_closed  # every backend's next request fails
+
+
 async def test_inference_upstream_fixture(inference_upstream):
     inference_upstream.routes.get("/v1/models").respond(json=canned.models(["x"]))
     harness = HookHarness(GoodPlugin(), "good")
