@@ -428,13 +428,9 @@ class Gateway:
         error: str | None = None,
         attempts_before: int | None = None,
     ) -> None:
-        """Metrics, the access line and the trace span for one finished request."""
+        """Metrics and the access line for one finished request."""
         backend = getattr(trace, "backend", None) if trace is not None else None
         duration = perf_counter() - t0
-        if self.telemetry is not None and trace is not None:
-            span = getattr(trace, "span", None)
-            if span is not None:
-                span.end(trace, status=status, error=self.redact(error) if error else None)
         if self.metrics is not None:
             self.metrics.record(
                 endpoint, backend or "none", status, duration, overhead, ttft, trace,
@@ -462,6 +458,10 @@ class Gateway:
             if error:
                 fields["error"] = self.redact(error)
             access_log.info("request", extra={"fields": fields})
+        if self.telemetry is not None and trace is not None:  # the request's span ends here
+            span = getattr(trace, "span", None)
+            if span is not None:
+                span.end(trace, status=status, error=self.redact(error) if error else None)
 
     # ------------------------------------------------------------------ inference routes
 
