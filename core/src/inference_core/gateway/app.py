@@ -230,10 +230,11 @@ def _declare_routes(app: FastAPI, gateway: Gateway, routes: list[Route]) -> None
             )
             models.extend(m for m in (r.request_model, r.response_model) if m is not None)
         else:
-            app.add_api_route(
-                path, route(r.handler), methods=list(r.methods), summary=r.summary,
-                response_class=Response,
-            )  # fmt: skip
+            for method in r.methods:  # one operation per method (unique operation ids)
+                app.add_api_route(
+                    path, route(r.handler), methods=[method], summary=r.summary,
+                    response_class=Response,
+                )  # fmt: skip
             if r.response_model is not None:
                 models.append(r.response_model)
 

@@ -33,10 +33,11 @@ from typing import Any
 
 from ..errors import InferenceError
 from ..models import WireModel
+from ..protocols._common import ProtocolError
 from .errors import GatewayError, error_for
 from .logs import ACCESS_LOGGER, LOGGER
 from .metrics import GatewayMetrics
-from .relay import relay
+from .relay import EndOfStream, relay
 from .security import KeyChecker, Redactor, clean_request_id, collect_secrets, new_request_id
 from .settings import GatewaySettings
 
@@ -44,6 +45,7 @@ __all__ = [
     "JSON",
     "NONE",
     "ClientGone",
+    "EndOfStream",
     "Endpoint",
     "Framer",
     "Gateway",
@@ -128,7 +130,9 @@ class Endpoint:
     * ``translate``: ``None`` when the router takes the request as is, else an async
       ``translate(request, gateway) -> router request``;
     * ``respond(result, request, trace)`` -> body bytes of a non-streamed answer (or an
-      awaitable of them);
+      awaitable of them); with ``collects = True``, ``collect(chunks, request, trace)`` makes
+      that body from a router stream when the client did not ask to stream (``request.stream``
+      false) but the translation streams from the backend (e.g. to find stop sequences);
     * ``framer(request, trace)`` -> a :class:`Framer` for a streamed answer;
     * ``render_error(exc, redact)`` -> ``(status, body, headers)`` in the protocol's shape.
     """
@@ -138,6 +142,11 @@ class Endpoint:
     router_method = "chat"
     api_key_header: bytes | None = None
     translate: Callable[[Any, Gateway], Awaitable[Any]] | None = None
+    collects = False
+
+    async def collect(self, chunks: Any, request: Any, trace: Any) -> bytes:
+        """The body of a non-streamed answer the router streamed (``collects = True``)."""
+        raise NotImplementedError  # pragma: no cover - interface
 
     def parse(self, body: bytes) -> Any:  # pragma: no cover - interface
         raise NotImplementedError
@@ -378,7 +387,7 @@ class Gateway:
 
     def log_error(self, exc: BaseException, rid: str, path: str) -> None:
         """Log an unexpected exception (with its traceback, redacted) by request id."""
-        if isinstance(exc, GatewayError | InferenceError):
+        if isinstance(exc, GatewayError | InferenceError | ProtocolError):
             return
         import traceback
 
@@ -475,12 +484,15 @@ class Gateway:
                 getattr(self.router, ep.router_method), routed, trace, receive
             )
             waited = perf_counter() - t1
-            if isinstance(result, WireModel):
-                raw = ep.respond(result, request, trace)
-                if raw.__class__ is not bytes:  # a protocol that stores its answers
-                    raw = await raw  # type: ignore[misc]
-                if trace.usage is None:
-                    trace.usage = getattr(result, "usage", None)
+            if isinstance(result, WireModel) or (ep.collects and not request.stream):
+                if isinstance(result, WireModel):
+                    raw = ep.respond(result, request, trace)
+                    if raw.__class__ is not bytes:  # a protocol that stores its answers
+                        raw = await raw  # type: ignore[misc]
+                    if trace.usage is None:
+                        trace.usage = getattr(result, "usage", None)
+                else:  # the router streamed for a client that did not ask to
+                    raw = await ep.collect(result, request, trace)
                 overhead = perf_counter() - t0 - waited
                 status = 200
                 await self.send_json(

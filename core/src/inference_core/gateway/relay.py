@@ -16,7 +16,18 @@ from .logs import LOGGER
 if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import Endpoint, Gateway, Receive, Scope, Send
 
-__all__ = ["SSE_HEADERS", "relay"]
+
+class EndOfStream(Exception):
+    """Raised by a framer's ``frame`` when the answer is complete before the upstream ends
+    (a stop sequence found by the translator): ``data`` is written, the upstream closed, and
+    the stream ends with the framer's ``end()``."""
+
+    def __init__(self, data: bytes = b"") -> None:
+        super().__init__()
+        self.data = data
+
+
+__all__ = ["SSE_HEADERS", "EndOfStream", "relay"]
 
 log = logging.getLogger(LOGGER)
 
@@ -130,39 +141,44 @@ async def relay(
     try:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         try:
-            while True:
-                try:
-                    chunk, pending = _next_now(chunks)
-                    if pending is not None:
-                        if buf:  # about to wait: write what we have first
-                            await send(
-                                {"type": "http.response.body", "body": b"".join(buf),
-                                 "more_body": True}
-                            )  # fmt: skip
-                            buf.clear()
-                            size = 0
-                        chunk = await pending
-                except StopAsyncIteration:
-                    break
-                data = frame(chunk)
-                if not data:
-                    continue
-                if ttft is None:
-                    await send({"type": "http.response.body", "body": data, "more_body": True})
-                    ttft = perf_counter() - t0
-                    # from now on, a client that hangs up cancels the relay
-                    watcher = asyncio.ensure_future(receive())
-                    watcher.add_done_callback(_on_disconnect)
-                    continue
-                buf.append(data)
-                size += len(data)
-                if size > _FLUSH_BYTES:
-                    await send(
-                        {"type": "http.response.body", "body": b"".join(buf),
-                         "more_body": True}
-                    )  # fmt: skip
-                    buf.clear()
-                    size = 0
+            try:
+                while True:
+                    try:
+                        chunk, pending = _next_now(chunks)
+                        if pending is not None:
+                            if buf:  # about to wait: write what we have first
+                                await send(
+                                    {"type": "http.response.body", "body": b"".join(buf),
+                                     "more_body": True}
+                                )  # fmt: skip
+                                buf.clear()
+                                size = 0
+                            chunk = await pending
+                    except StopAsyncIteration:
+                        break
+                    data = frame(chunk)
+                    if not data:
+                        continue
+                    if ttft is None:
+                        await send({"type": "http.response.body", "body": data, "more_body": True})
+                        ttft = perf_counter() - t0
+                        # from now on, a client that hangs up cancels the relay
+                        watcher = asyncio.ensure_future(receive())
+                        watcher.add_done_callback(_on_disconnect)
+                        continue
+                    buf.append(data)
+                    size += len(data)
+                    if size > _FLUSH_BYTES:
+                        await send(
+                            {"type": "http.response.body", "body": b"".join(buf),
+                             "more_body": True}
+                        )  # fmt: skip
+                        buf.clear()
+                        size = 0
+            except EndOfStream as early:  # the translator found the answer's end
+                if early.data:
+                    buf.append(early.data)
+                await _aclose(chunks)
             tail = framer.end()
             if tail.__class__ is not bytes:  # a protocol that stores its answers
                 tail = await tail  # type: ignore[misc]

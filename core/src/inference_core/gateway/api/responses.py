@@ -1,0 +1,185 @@
+"""The OpenAI Responses API: ``POST /v1/responses``, ``GET``/``DELETE /v1/responses/{id}``.
+
+Translated to chat completions by :mod:`inference_core.protocols.responses` and served by
+``router.chat`` through the shared pipeline (fallback, model routing, deadlines, retries,
+metrics, access log, keys and limits exactly as for chat).  Answers with ``store`` (the
+default) are kept in a bounded store (:class:`~inference_core.protocols.store.MemoryResponseStore`,
+``INFERENCE_GATEWAY_RESPONSES_STORE_MAX`` / ``_TTL``) for ``previous_response_id`` and the GET
+and DELETE routes.  Errors are OpenAI-shaped; a stream cut after its first byte ends with an
+``error`` event and ``response.failed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from ...protocols import responses as proto
+from ...protocols._common import ProtocolError, new_id
+from ...protocols.store import MemoryResponseStore, ResponseStore, StoredResponse
+from ..errors import GatewayError, error_for
+from ..pipeline import Endpoint, Framer, Gateway, Handler, Receive, Route, Scope, Send
+
+__all__ = ["ResponsesEndpoint", "routes"]
+
+_PREFIX = "/v1/responses/"
+
+
+class _Call:
+    """A parsed Responses request, its chat translation and the conversation to store."""
+
+    __slots__ = ("chat", "conversation", "model", "req", "rid", "stream")
+
+    def __init__(self, req: proto.ResponsesRequest) -> None:
+        self.req = req
+        self.model = req.model
+        self.stream = req.stream
+        self.rid = new_id("resp_")
+        self.chat: Any = None
+        self.conversation: list[dict[str, Any]] = []
+
+
+class ResponsesFramer(Framer):
+    """Chat chunks -> Responses events; stores the final response at the end."""
+
+    __slots__ = ("_call", "_s", "_store")
+
+    def __init__(self, call: _Call, store: ResponseStore) -> None:
+        self._call = call
+        self._store = store
+        self._s = proto.ResponsesStream(call.req, call.rid)
+
+    @property
+    def usage(self) -> Any:  # type: ignore[override]
+        return self._s.usage
+
+    def frame(self, chunk: Any) -> bytes | None:
+        return self._s.feed(chunk)
+
+    async def _stored(self, data: bytes, final: dict[str, Any]) -> bytes:
+        await _store(self._store, self._call, final, self._s.reader)
+        return data
+
+    def end(self) -> Any:
+        data, final = self._s.end()
+        if self._call.req.store:
+            return self._stored(data, final)
+        return data
+
+    def error(self, exc: BaseException, redact: Callable[[str], str]) -> bytes:
+        status, body, _headers = error_for(exc, redact)
+        return self._s.error(status, body)
+
+    def shutdown(self) -> bytes:
+        exc = GatewayError(
+            503,
+            "The gateway is shutting down; the stream was cut.",
+            type="service_unavailable",
+            code="gateway_shutdown",
+        )
+        return self._s.error(503, error_for(exc)[1])
+
+
+async def _store(store: ResponseStore, call: _Call, final: dict[str, Any], reader: Any) -> None:
+    messages = call.conversation + proto.assistant_messages(reader)
+    await store.put(StoredResponse(call.rid, final, messages))
+
+
+class ResponsesEndpoint(Endpoint):
+    """OpenAI Responses (``/v1/responses``), translated to chat completions."""
+
+    name = "responses"
+
+    def __init__(self, store: ResponseStore) -> None:
+        self.store = store
+
+    def parse(self, body: bytes) -> _Call:
+        return _Call(proto.parse_request(body))
+
+    def check(self, gateway: Gateway, call: _Call) -> None:
+        gateway.cap(call.req.max_output_tokens, gateway.max_tokens, "max_output_tokens")
+
+    async def translate(self, call: _Call, gateway: Gateway) -> Any:  # type: ignore[override]
+        previous = None
+        pid = call.req.previous_response_id
+        if pid:
+            previous = await self.store.get(pid)
+            if previous is None:
+                raise ProtocolError(
+                    f"Previous response with id '{pid}' not found.",
+                    param="previous_response_id",
+                    code="previous_response_not_found",
+                )
+        call.chat, call.conversation = proto.to_chat(call.req, previous)
+        return call.chat
+
+    async def _respond(self, result: Any, call: _Call) -> bytes:
+        obj, reader = proto.response_from_chat(result, call.req, call.rid)
+        if call.req.store:
+            await _store(self.store, call, obj, reader)
+        return orjson.dumps(obj)
+
+    def respond(self, result: Any, call: _Call, trace: Any) -> Any:
+        return self._respond(result, call)
+
+    def framer(self, call: _Call, trace: Any) -> Framer:
+        return ResponsesFramer(call, self.store)
+
+
+def _stored_routes(gw: Gateway, store: ResponseStore) -> Handler:
+    async def stored_response(scope: Scope, receive: Receive, send: Send) -> None:
+        """GET (the stored response) or DELETE (forget it) ``/v1/responses/{id}``."""
+        rid = scope["path"][len(_PREFIX) :]
+
+        async def produce() -> tuple[int, bytes]:
+            if not rid or "/" in rid:
+                raise GatewayError(
+                    404, f"Unknown route: {scope['method']} {scope['path']}", code="unknown_route"
+                )
+            if scope["method"] == "DELETE":
+                if not await store.delete(rid):
+                    raise _not_found(rid)
+                return 200, orjson.dumps({"id": rid, "object": "response", "deleted": True})
+            record = await store.get(rid)
+            if record is None:
+                raise _not_found(rid)
+            return 200, orjson.dumps(record.response)
+
+        await gw.simple(scope, send, "responses", produce, methods=("GET", "DELETE"))
+
+    return stored_response
+
+
+def _not_found(rid: str) -> GatewayError:
+    return GatewayError(404, f"Response with id '{rid}' not found.", param="response_id")
+
+
+def routes(gateway: Gateway) -> list[Route]:
+    """The Responses routes, over one bounded store per app."""
+    settings = gateway.settings
+    store = MemoryResponseStore(
+        max_items=getattr(settings, "responses_store_max", 1000),
+        ttl=getattr(settings, "responses_store_ttl", 3600.0),
+    )
+    gateway.responses_store = store  # type: ignore[attr-defined]
+    return [
+        Route(
+            "/v1/responses",
+            ("POST",),
+            gateway.handler(ResponsesEndpoint(store)),
+            "OpenAI Responses API (translated to chat completions)",
+            proto.ResponsesRequest,
+            None,
+            stream=True,
+        ),
+        Route(
+            _PREFIX,
+            ("GET", "DELETE"),
+            _stored_routes(gateway, store),
+            "A stored response (GET), or forget it (DELETE)",
+            prefix=True,
+            openapi_path="/v1/responses/{response_id}",
+        ),
+    ]
