@@ -13,7 +13,8 @@ and ``messages`` are required) -> :func:`to_chat` -> a :class:`~inference_core.m
   the answer (a chat backend does not say which stop string fired), so a request with stop
   sequences always streams from the backend, also when the client did not ask to stream;
 * ``temperature``, ``top_p``, ``top_k`` (passed on as the extra ``top_k``), ``metadata.user_id``
-  -> ``user``; ``tools`` -> function tools (``input_schema`` -> ``parameters``);
+  -> ``user``, ``output_config.format`` (``json_schema``) -> ``response_format``;
+  ``tools`` -> function tools (``input_schema`` -> ``parameters``);
   ``tool_choice`` ``auto``/``any``/``tool``/``none`` -> ``auto``/``required``/the function/
   ``none``, ``disable_parallel_tool_use`` -> ``parallel_tool_calls: false``;
 * an assistant prefill (last message from the assistant) is sent as is and only the
@@ -67,6 +68,7 @@ class MessagesRequest(_Lenient):
     tools: list[dict[str, Any]] | None = None
     tool_choice: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
+    output_config: dict[str, Any] | None = None
     stream: bool = False
 
 
@@ -308,6 +310,17 @@ def to_chat(req: Any, *, count_only: bool = False) -> tuple[ChatRequest, str | N
         value = getattr(req, name)
         if value is not None:
             body[name] = value
+    fmt = (req.output_config or {}).get("format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        if not isinstance(fmt.get("schema"), dict):
+            raise ProtocolError(
+                "output_config.format.schema: an object is required.",
+                param="output_config.format.schema",
+            )
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": fmt["schema"], "strict": True},
+        }
     user = (req.metadata or {}).get("user_id")
     if isinstance(user, str) and user:
         body["user"] = user
