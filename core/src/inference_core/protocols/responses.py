@@ -9,8 +9,8 @@ Request (:class:`ResponsesRequest`) -> :func:`to_chat` -> a chat request:
   ``input_image`` parts), ``function_call`` (-> the assistant's ``tool_calls``, ``call_id`` as
   the call's id) and ``function_call_output`` (-> a ``tool`` message whose ``tool_call_id`` is
   the ``call_id`` exactly); ``reasoning`` items are dropped; other item types are a 400;
-* ``previous_response_id``: the stored conversation (input and output as chat messages) goes
-  first; unknown or expired -> 400 ``previous_response_not_found``, never a silent drop;
+* ``previous_response_id``: the stored conversation (its input and output items) goes first;
+  unknown or expired -> 400 ``previous_response_not_found``, never a silent drop;
 * ``tools`` (function tools only), ``tool_choice``, ``parallel_tool_calls``,
   ``max_output_tokens`` -> ``max_tokens``, ``temperature``, ``top_p``, ``user``,
   ``text.format`` (``json_schema`` / ``json_object``) -> ``response_format``.
@@ -128,12 +128,17 @@ def _content(content: Any, param: str) -> str | list[dict[str, Any]]:
     return parts
 
 
-def input_messages(req: ResponsesRequest) -> list[dict[str, Any]]:
-    """The request's ``input`` as chat messages (without the instructions)."""
+def input_items(req: ResponsesRequest) -> list[dict[str, Any]]:
+    """The request's ``input`` as a list of items (a string is one user message)."""
     if isinstance(req.input, str):
-        return [{"role": "user", "content": req.input}]
+        return [{"type": "message", "role": "user", "content": req.input}]
+    return list(req.input)
+
+
+def input_messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Responses items (input, or stored input + output) as chat messages."""
     out: list[dict[str, Any]] = []
-    for i, item in enumerate(req.input):
+    for i, item in enumerate(items):
         where = f"input.{i}"
         kind = item.get("type")
         if kind == "function_call":
@@ -250,11 +255,12 @@ def _response_format(text: dict[str, Any] | None) -> dict[str, Any] | None:
 def to_chat(
     req: ResponsesRequest, previous: StoredResponse | None
 ) -> tuple[ChatRequest, list[dict[str, Any]]]:
-    """``(chat request, conversation)``: the conversation is the history to store with the
-    answer (the previous response's, then this input; no instructions)."""
-    conversation = list(previous.messages) if previous is not None else []
-    conversation.extend(input_messages(req))
-    messages = list(conversation)
+    """``(chat request, items)``: ``items`` is the conversation so far as Responses items (the
+    previous response's stored items, then this input; no instructions), to store with the
+    answer's output items."""
+    items = list(previous.items) if previous is not None else []
+    items.extend(input_items(req))
+    messages = input_messages(items)
     if req.instructions:
         messages.insert(0, {"role": "system", "content": req.instructions})
     if not messages:
@@ -280,7 +286,7 @@ def to_chat(
     if req.stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
-    return ChatRequest.model_validate(body), conversation
+    return ChatRequest.model_validate(body), items
 
 
 # --------------------------------------------------------------------------------- answers
@@ -367,21 +373,6 @@ def _call_item(item_id: str, tool: dict[str, Any], status: str = "completed") ->
 
 def _status(reader: ChunkReader) -> str:
     return "incomplete" if reader.finish_reason == "length" else "completed"
-
-
-def assistant_messages(reader: ChunkReader) -> list[dict[str, Any]]:
-    """The answer as chat messages (for the stored conversation)."""
-    message: dict[str, Any] = {"role": "assistant", "content": reader.text or None}
-    if reader.tools:
-        message["tool_calls"] = [
-            {
-                "id": t["id"],
-                "type": "function",
-                "function": {"name": t["name"], "arguments": t["arguments"]},
-            }
-            for t in reader.tools
-        ]
-    return [message]
 
 
 def response_from_reader(

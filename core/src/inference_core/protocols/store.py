@@ -3,9 +3,9 @@
 :class:`ResponseStore` is the interface (three async methods, so a shared store, e.g. Redis,
 can implement it later); :class:`MemoryResponseStore` is the bounded in-process one the
 gateway uses: at most ``max_items`` responses (the oldest goes first) and none
-older than ``ttl`` seconds.  A response is stored with the chat conversation that produced it
-(its input and output as chat messages), so a follow-up with ``previous_response_id`` sends the
-whole history to the backend, never silently less.
+older than ``ttl`` seconds.  A response is stored with the conversation that produced it (every
+input item since the first request, then its output items), so a follow-up with
+``previous_response_id`` sends the whole history to the backend, never silently less.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ __all__ = ["MemoryResponseStore", "ResponseStore", "StoredResponse"]
 
 @dataclass
 class StoredResponse:
-    """One stored response: the public object and the chat history up to and including it."""
+    """One stored response: the public object and the conversation's items up to and
+    including its output."""
 
     id: str
     response: dict[str, Any]
-    messages: list[dict[str, Any]] = field(default_factory=list)
+    items: list[dict[str, Any]] = field(default_factory=list)
     created: float = field(default_factory=time.time)
 
 

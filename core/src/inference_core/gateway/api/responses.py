@@ -28,9 +28,9 @@ _PREFIX = "/v1/responses/"
 
 
 class _Call:
-    """A parsed Responses request, its chat translation and the conversation to store."""
+    """A parsed Responses request, its chat translation and the conversation's items."""
 
-    __slots__ = ("chat", "conversation", "model", "req", "rid", "stream")
+    __slots__ = ("chat", "items", "model", "req", "rid", "stream")
 
     def __init__(self, req: proto.ResponsesRequest) -> None:
         self.req = req
@@ -38,7 +38,7 @@ class _Call:
         self.stream = req.stream
         self.rid = new_id("resp_")
         self.chat: Any = None
-        self.conversation: list[dict[str, Any]] = []
+        self.items: list[dict[str, Any]] = []
 
 
 class ResponsesFramer(Framer):
@@ -59,7 +59,7 @@ class ResponsesFramer(Framer):
         return self._s.feed(chunk)
 
     async def _stored(self, data: bytes, final: dict[str, Any]) -> bytes:
-        await _store(self._store, self._call, final, self._s.reader)
+        await _store(self._store, self._call, final)
         return data
 
     def end(self) -> Any:
@@ -82,9 +82,9 @@ class ResponsesFramer(Framer):
         return self._s.error(503, error_for(exc)[1])
 
 
-async def _store(store: ResponseStore, call: _Call, final: dict[str, Any], reader: Any) -> None:
-    messages = call.conversation + proto.assistant_messages(reader)
-    await store.put(StoredResponse(call.rid, final, messages))
+async def _store(store: ResponseStore, call: _Call, final: dict[str, Any]) -> None:
+    items = call.items + [item for item in final.get("output") or [] if isinstance(item, dict)]
+    await store.put(StoredResponse(str(final.get("id") or call.rid), final, items))
 
 
 class ResponsesEndpoint(Endpoint):
@@ -112,13 +112,13 @@ class ResponsesEndpoint(Endpoint):
                     param="previous_response_id",
                     code="previous_response_not_found",
                 )
-        call.chat, call.conversation = proto.to_chat(call.req, previous)
+        call.chat, call.items = proto.to_chat(call.req, previous)
         return call.chat
 
     async def _respond(self, result: Any, call: _Call) -> bytes:
-        obj, reader = proto.response_from_chat(result, call.req, call.rid)
+        obj, _reader = proto.response_from_chat(result, call.req, call.rid)
         if call.req.store:
-            await _store(self.store, call, obj, reader)
+            await _store(self.store, call, obj)
         return orjson.dumps(obj)
 
     def respond(self, result: Any, call: _Call, trace: Any) -> Any:
