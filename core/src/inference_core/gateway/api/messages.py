@@ -16,9 +16,10 @@ from typing import Any
 import orjson
 
 from ...protocols import anthropic as proto
+from ...protocols import native
 from ...protocols.chunks import ChunkReader
 from ..errors import error_for as openai_error_for
-from ..pipeline import Endpoint, Framer, Gateway, Route
+from ..pipeline import Endpoint, Framer, Gateway, Route, raw_of
 from ..relay import EndOfStream
 
 __all__ = ["CountTokensEndpoint", "MessagesEndpoint", "routes"]
@@ -40,23 +41,27 @@ class _Call:
 class MessagesFramer(Framer):
     """Chat chunks -> Anthropic events (``protocols.anthropic.MessagesStream``)."""
 
-    __slots__ = ("_s",)
+    __slots__ = ("_native", "_s")
 
     def __init__(self, call: _Call) -> None:
         self._s = proto.MessagesStream(call.req, call.prefill)
+        self._native = False
 
     @property
     def usage(self) -> Any:  # type: ignore[override]
         return self._s.usage
 
     def frame(self, chunk: Any) -> bytes | None:
+        if type(chunk) is native.NativeEvent:  # a backend that speaks Messages natively
+            self._native = True
+            return raw_of(chunk)
         data = self._s.feed(chunk)
         if self._s.stopped:
             raise EndOfStream(data)
         return data
 
     def end(self) -> bytes:
-        return self._s.end()
+        return b"" if self._native else self._s.end()
 
     def error(self, exc: BaseException, redact: Callable[[str], str]) -> bytes:
         return proto.stream_error(exc, redact, openai_error_for)
@@ -79,6 +84,10 @@ class _AnthropicEndpoint(Endpoint):
         return call.chat
 
 
+def _native_body(req: Any) -> Any:
+    return lambda: req.model_dump(mode="json", exclude_none=True)
+
+
 class MessagesEndpoint(_AnthropicEndpoint):
     """Anthropic Messages (``/v1/messages``), translated to chat completions."""
 
@@ -93,7 +102,19 @@ class MessagesEndpoint(_AnthropicEndpoint):
     def check(self, gateway: Gateway, call: _Call) -> None:
         gateway.cap(call.req.max_tokens, gateway.max_tokens, "max_tokens")
 
+    async def translate(self, call: _Call, gateway: Gateway) -> Any:  # type: ignore[override]
+        # offered natively only when the backend is asked in the client's own mode
+        offer = call.chat.stream == call.stream
+        native.offer(
+            native.NativeRequest("anthropic.messages", _native_body(call.req), call.stream)
+            if offer
+            else None
+        )
+        return call.chat
+
     def respond(self, result: Any, call: _Call, trace: Any) -> bytes:
+        if type(result) is native.NativeAnswer:
+            return raw_of(result) or b"{}"
         return orjson.dumps(proto.message_from_chat(result, call.req, call.prefill))
 
     async def collect(self, chunks: Any, call: _Call, trace: Any) -> bytes:

@@ -16,11 +16,12 @@ from typing import Any
 
 import orjson
 
+from ...protocols import native
 from ...protocols import responses as proto
 from ...protocols._common import ProtocolError, new_id
 from ...protocols.store import MemoryResponseStore, ResponseStore, StoredResponse
 from ..errors import GatewayError, error_for
-from ..pipeline import Endpoint, Framer, Gateway, Handler, Receive, Route, Scope, Send
+from ..pipeline import Endpoint, Framer, Gateway, Handler, Receive, Route, Scope, Send, raw_of
 
 __all__ = ["ResponsesEndpoint", "routes"]
 
@@ -44,18 +45,31 @@ class _Call:
 class ResponsesFramer(Framer):
     """Chat chunks -> Responses events; stores the final response at the end."""
 
-    __slots__ = ("_call", "_s", "_store")
+    __slots__ = ("_call", "_final", "_native", "_s", "_store")
 
     def __init__(self, call: _Call, store: ResponseStore) -> None:
         self._call = call
         self._store = store
         self._s = proto.ResponsesStream(call.req, call.rid)
+        self._native = False
+        self._final: dict[str, Any] | None = None
 
     @property
     def usage(self) -> Any:  # type: ignore[override]
         return self._s.usage
 
     def frame(self, chunk: Any) -> bytes | None:
+        if type(chunk) is native.NativeEvent:  # a backend that speaks Responses natively
+            self._native = True
+            data = raw_of(chunk) or b""
+            head = data[:40]
+            if b"response.completed" in head or b"response.incomplete" in head:
+                try:
+                    payload = data.split(b"\ndata: ", 1)[1]
+                    self._final = orjson.loads(payload)["response"]
+                except Exception:  # not storable; the client still gets the event
+                    self._final = None
+            return data
         return self._s.feed(chunk)
 
     async def _stored(self, data: bytes, final: dict[str, Any]) -> bytes:
@@ -63,6 +77,10 @@ class ResponsesFramer(Framer):
         return data
 
     def end(self) -> Any:
+        if self._native:
+            if self._call.req.store and self._final is not None:
+                return self._stored(b"", self._final)
+            return b""
         data, final = self._s.end()
         if self._call.req.store:
             return self._stored(data, final)
@@ -113,9 +131,15 @@ class ResponsesEndpoint(Endpoint):
                     code="previous_response_not_found",
                 )
         call.chat, call.items = proto.to_chat(call.req, previous)
+        native.offer(native.NativeRequest("openai.responses", _native_body(call), call.stream))
         return call.chat
 
     async def _respond(self, result: Any, call: _Call) -> bytes:
+        if type(result) is native.NativeAnswer:
+            raw = raw_of(result) or b"{}"
+            if call.req.store:
+                await _store(self.store, call, orjson.loads(raw))
+            return raw
         obj, _reader = proto.response_from_chat(result, call.req, call.rid)
         if call.req.store:
             await _store(self.store, call, obj)
@@ -126,6 +150,19 @@ class ResponsesEndpoint(Endpoint):
 
     def framer(self, call: _Call, trace: Any) -> Framer:
         return ResponsesFramer(call, self.store)
+
+
+def _native_body(call: _Call) -> Any:
+    """The client's body for a native backend: the stored conversation in ``input``."""
+
+    def make() -> dict[str, Any]:
+        body = call.req.model_dump(mode="json", exclude_none=True)
+        body.pop("previous_response_id", None)
+        body["input"] = list(call.items)
+        body["store"] = False
+        return body
+
+    return make
 
 
 def _stored_routes(gw: Gateway, store: ResponseStore) -> Handler:
