@@ -77,8 +77,20 @@ def native_request() -> NativeRequest | None:
 
 
 def offer(request: NativeRequest | None) -> None:
-    """Gateway side: offer ``request`` to the backends of the current request (its task)."""
+    """Gateway side: offer ``request`` to the backends of the current request (its task).
+
+    The previous offer is emptied first: tasks created meanwhile (the disconnect watcher)
+    hold a copy of the context, so it must not keep the request's objects alive.
+    """
+    old = _CURRENT.get()
+    if old is not None:
+        old._make = _empty
+        old._body = None
     _CURRENT.set(request)
+
+
+def _empty() -> dict[str, Any]:
+    return {}
 
 
 def speaks(plugin: object, protocol: str) -> bool:

@@ -113,6 +113,7 @@ class MessagesEndpoint(_AnthropicEndpoint):
         return call.chat
 
     def respond(self, result: Any, call: _Call, trace: Any) -> bytes:
+        native.offer(None)  # the backend has answered: drop the offer (and what it holds)
         if type(result) is native.NativeAnswer:
             return raw_of(result) or b"{}"
         return orjson.dumps(proto.message_from_chat(result, call.req, call.prefill))
@@ -136,6 +137,7 @@ class MessagesEndpoint(_AnthropicEndpoint):
         return orjson.dumps(proto.message_from_reader(reader, model or call.model, reader.usage))
 
     def framer(self, call: _Call, trace: Any) -> Framer:
+        native.offer(None)
         return MessagesFramer(call)
 
 

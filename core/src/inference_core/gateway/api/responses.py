@@ -146,9 +146,11 @@ class ResponsesEndpoint(Endpoint):
         return orjson.dumps(obj)
 
     def respond(self, result: Any, call: _Call, trace: Any) -> Any:
+        native.offer(None)  # the backend has answered: drop the offer (and what it holds)
         return self._respond(result, call)
 
     def framer(self, call: _Call, trace: Any) -> Framer:
+        native.offer(None)
         return ResponsesFramer(call, self.store)
 
 
