@@ -112,7 +112,7 @@ def sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
 def test_create(gw: Any, fakes: Any) -> None:
     with sdk(gw) as client:
         raw = client.messages.with_raw_response.create(
-            model="claude-like",
+            model="default",
             max_tokens=32,
             system=[{"type": "text", "text": "Be brief."}],
             messages=USER,
@@ -145,7 +145,7 @@ def test_create(gw: Any, fakes: Any) -> None:
 
 def test_max_tokens_is_stop_reason_max_tokens(gw: Any) -> None:
     with sdk(gw) as client:
-        message = client.messages.create(model="m", max_tokens=2, messages=USER)
+        message = client.messages.create(model="default", max_tokens=2, messages=USER)
     assert message.stop_reason == "max_tokens"
     assert message.content[0].text == "Hello from"
     assert message.usage.output_tokens == 2
@@ -155,7 +155,7 @@ def test_bearer_key_is_accepted_too(gw: Any) -> None:
     with anthropic.Anthropic(
         base_url=gw.url, auth_token=GW_KEY, api_key=None, max_retries=0
     ) as client:
-        message = client.messages.create(model="m", max_tokens=8, messages=USER)
+        message = client.messages.create(model="default", max_tokens=8, messages=USER)
     assert message.content[0].text == REPLY
 
 
@@ -163,7 +163,7 @@ def test_structured_output_is_a_json_schema_response_format(gw: Any, fakes: Any)
     schema = {"type": "object", "properties": {"reply": {"type": "string"}}}
     with sdk(gw) as client:
         message = client.messages.create(
-            model="m", max_tokens=32, messages=USER,
+            model="default", max_tokens=32, messages=USER,
             output_config={"format": {"type": "json_schema", "schema": schema}},
         )  # fmt: skip
     assert orjson.loads(message.content[0].text) == {"reply": REPLY}
@@ -177,7 +177,7 @@ def test_image_block_becomes_an_image_url_part(gw: Any, fakes: Any) -> None:
                                          "data": "iVBORw0KGgo="}}  # fmt: skip
     with sdk(gw) as client:
         client.messages.create(
-            model="m",
+            model="default",
             max_tokens=8,
             messages=[{"role": "user", "content": [image, {"type": "text", "text": "What?"}]}],
         )
@@ -192,12 +192,12 @@ def test_prefill_returns_only_the_continuation(gw: Any, fakes: Any) -> None:
     # the fake answers REPLY whatever the prompt, like a backend that echoes the prefill
     with sdk(gw) as client:
         message = client.messages.create(
-            model="m",
+            model="default",
             max_tokens=32,
             messages=[*USER, {"role": "assistant", "content": "Hello from"}],
         )
         streamed = client.messages.create(
-            model="m",
+            model="default",
             max_tokens=32,
             stream=True,
             messages=[*USER, {"role": "assistant", "content": "Hello from"}],
@@ -215,7 +215,7 @@ def test_stream_every_event_on_the_wire(gw: Any) -> None:
     r = httpx.post(
         gw.url + "/v1/messages",
         headers={"x-api-key": GW_KEY, "anthropic-version": "2023-06-01"},
-        json={"model": "m", "max_tokens": 32, "messages": USER, "stream": True},
+        json={"model": "default", "max_tokens": 32, "messages": USER, "stream": True},
     )
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/event-stream")
@@ -247,7 +247,7 @@ def test_stream_every_event_on_the_wire(gw: Any) -> None:
 def test_sdk_stream_helper(gw: Any) -> None:
     with (
         sdk(gw) as client,
-        client.messages.stream(model="m", max_tokens=32, messages=USER) as stream,
+        client.messages.stream(model="default", max_tokens=32, messages=USER) as stream,
     ):
         kinds = [event.type for event in stream]
         final = stream.get_final_message()
@@ -269,13 +269,13 @@ def test_stop_sequence_found_by_the_translator(gw: Any, fakes: Any, stream: bool
     with sdk(gw) as client:
         if stream:
             with client.messages.stream(
-                model="m", max_tokens=32, messages=USER, stop_sequences=["zzz", "the fake"]
+                model="default", max_tokens=32, messages=USER, stop_sequences=["zzz", "the fake"]
             ) as s:
                 list(s)
                 message = s.get_final_message()
         else:
             message = client.messages.create(
-                model="m", max_tokens=32, messages=USER, stop_sequences=["zzz", "the fake"]
+                model="default", max_tokens=32, messages=USER, stop_sequences=["zzz", "the fake"]
             )
     assert message.content[0].text == "Hello from "
     assert message.stop_reason == "stop_sequence"
@@ -286,7 +286,7 @@ def test_stop_sequence_found_by_the_translator(gw: Any, fakes: Any, stream: bool
 def test_stop_sequence_not_met_is_end_turn(gw: Any) -> None:
     with sdk(gw) as client:
         message = client.messages.create(
-            model="m", max_tokens=32, messages=USER, stop_sequences=["nowhere"]
+            model="default", max_tokens=32, messages=USER, stop_sequences=["nowhere"]
         )
     assert message.content[0].text == REPLY
     assert message.stop_reason == "end_turn"
@@ -299,7 +299,7 @@ def test_stop_sequence_not_met_is_end_turn(gw: Any) -> None:
 def test_tool_use_streamed_with_arguments_in_pieces(gw: Any, fakes: Any) -> None:
     fakes[0].behaviour = "tool_call"
     with sdk(gw) as client, client.messages.stream(
-        model="m", max_tokens=64, messages=USER, tools=TOOLS,
+        model="default", max_tokens=64, messages=USER, tools=TOOLS,
         tool_choice={"type": "any", "disable_parallel_tool_use": True},
     ) as stream:  # fmt: skip
         events = list(stream)
@@ -339,14 +339,14 @@ def test_tool_use_streamed_with_arguments_in_pieces(gw: Any, fakes: Any) -> None
 def test_tool_use_round_trip_with_tool_result(gw: Any, fakes: Any) -> None:
     fakes[0].behaviour = "tool_call"
     with sdk(gw) as client:
-        first = client.messages.create(model="m", max_tokens=64, messages=USER, tools=TOOLS)
+        first = client.messages.create(model="default", max_tokens=64, messages=USER, tools=TOOLS)
         use = first.content[0]
         assert use.type == "tool_use"
         assert use.input == ARGS
         assert first.stop_reason == "tool_use"
         fakes[0].behaviour = "normal"
         second = client.messages.create(
-            model="m",
+            model="default",
             max_tokens=64,
             tools=TOOLS,
             messages=[
@@ -381,15 +381,17 @@ def test_tool_use_through_the_ollama_backend(serve_gateway: Any) -> None:
         }
         gw = serve_gateway(env)
         with anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0) as client:
-            message = client.messages.create(model="m", max_tokens=64, messages=USER, tools=TOOLS)
+            message = client.messages.create(
+                model="default", max_tokens=64, messages=USER, tools=TOOLS
+            )
             with client.messages.stream(
-                model="m", max_tokens=64, messages=USER, tools=TOOLS
+                model="default", max_tokens=64, messages=USER, tools=TOOLS
             ) as stream:
                 kinds = [e.type for e in stream]
                 final = stream.get_final_message()
             ollama.behaviour = "normal"
             answer = client.messages.create(
-                model="m",
+                model="default",
                 max_tokens=64,
                 tools=TOOLS,
                 messages=[
@@ -420,7 +422,7 @@ def test_tool_use_through_the_ollama_backend(serve_gateway: Any) -> None:
 def test_count_tokens_uses_the_backend(gw: Any, fakes: Any) -> None:
     with sdk(gw) as client:
         count = client.messages.count_tokens(
-            model="m",
+            model="default",
             system="five six",
             messages=[{"role": "user", "content": "one two three four"}],
         )
@@ -443,10 +445,10 @@ def _error(exc: anthropic.APIStatusError) -> dict[str, Any]:
 def test_invalid_request_error(gw: Any, fakes: Any) -> None:
     with sdk(gw) as client:
         with pytest.raises(anthropic.BadRequestError) as info:
-            client.messages.create(model="m", max_tokens=0, messages=USER)
+            client.messages.create(model="default", max_tokens=0, messages=USER)
         with pytest.raises(anthropic.BadRequestError) as doc:
             client.messages.create(
-                model="m",
+                model="default",
                 max_tokens=8,
                 messages=[{"role": "user", "content": [{"type": "document", "source": {}}]}],
             )
@@ -455,7 +457,7 @@ def test_invalid_request_error(gw: Any, fakes: Any) -> None:
     assert "max_tokens" in _error(info.value)["message"]
     assert "messages.0.content.0" in _error(doc.value)["message"]
     r = httpx.post(gw.url + "/v1/messages", headers={"x-api-key": GW_KEY},
-                   json={"model": "m", "messages": USER})  # fmt: skip
+                   json={"model": "default", "messages": USER})  # fmt: skip
     assert r.status_code == 400
     error = {"type": "invalid_request_error", "message": "max_tokens: Field required"}
     assert r.json() == {"type": "error", "error": error}
@@ -467,11 +469,11 @@ def test_authentication_error(gw: Any, fakes: Any) -> None:
         sdk(gw, api_key="sk-wrong") as client,
         pytest.raises(anthropic.AuthenticationError) as info,
     ):
-        client.messages.create(model="m", max_tokens=8, messages=USER)
+        client.messages.create(model="default", max_tokens=8, messages=USER)
     assert info.value.status_code == 401
     assert _error(info.value)["type"] == "authentication_error"
     with sdk(gw, api_key="sk-wrong") as client, pytest.raises(anthropic.AuthenticationError):
-        client.messages.count_tokens(model="m", messages=USER)
+        client.messages.count_tokens(model="default", messages=USER)
 
 
 def test_not_found_error(gw: Any, fakes: Any) -> None:
@@ -484,7 +486,7 @@ def test_not_found_error(gw: Any, fakes: Any) -> None:
 def test_request_too_large(gw: Any) -> None:
     big = [{"role": "user", "content": "x" * 70_000}]
     with sdk(gw) as client, pytest.raises(anthropic.APIStatusError) as info:
-        client.messages.create(model="m", max_tokens=8, messages=big)
+        client.messages.create(model="default", max_tokens=8, messages=big)
     assert info.value.status_code == 413
     assert _error(info.value)["type"] == "request_too_large"
 
@@ -493,7 +495,7 @@ def test_rate_limit_error(gw: Any, fakes: Any) -> None:
     fakes[0].behaviour = "429"
     fakes[1].behaviour = "429"
     with sdk(gw) as client, pytest.raises(anthropic.RateLimitError) as info:
-        client.messages.create(model="m", max_tokens=8, messages=USER)
+        client.messages.create(model="default", max_tokens=8, messages=USER)
     assert _error(info.value)["type"] == "rate_limit_error"
     assert info.value.response.headers["retry-after"] == "1"
 
@@ -502,7 +504,7 @@ def test_overloaded_error_when_every_backend_failed(gw: Any, fakes: Any) -> None
     fakes[0].behaviour = "503"
     fakes[1].behaviour = "503"
     with sdk(gw) as client, pytest.raises(anthropic.OverloadedError) as info:
-        client.messages.create(model="m", max_tokens=8, messages=USER)
+        client.messages.create(model="default", max_tokens=8, messages=USER)
     assert info.value.status_code == 529
     assert _error(info.value)["type"] == "overloaded_error"
     assert info.value.response.headers["x-should-retry"] == "false"
@@ -513,7 +515,7 @@ def test_api_error_when_the_backend_key_is_wrong(gw: Any, fakes: Any) -> None:
     fakes[0].behaviour = "401"
     fakes[1].behaviour = "401"
     with sdk(gw) as client, pytest.raises(anthropic.InternalServerError) as info:
-        client.messages.create(model="m", max_tokens=8, messages=USER)
+        client.messages.create(model="default", max_tokens=8, messages=USER)
     assert info.value.status_code >= 500
     assert _error(info.value)["type"] in ("api_error", "overloaded_error")
 
@@ -523,7 +525,7 @@ def test_error_event_after_the_first_byte(gw: Any, fakes: Any) -> None:
     r = httpx.post(
         gw.url + "/v1/messages",
         headers={"x-api-key": GW_KEY},
-        json={"model": "m", "max_tokens": 32, "messages": USER, "stream": True},
+        json={"model": "default", "max_tokens": 32, "messages": USER, "stream": True},
     )
     assert r.status_code == 200
     events = sse_events(r.text)
@@ -535,7 +537,7 @@ def test_error_event_after_the_first_byte(gw: Any, fakes: Any) -> None:
     with (
         sdk(gw) as client,
         pytest.raises(anthropic.APIStatusError),
-        client.messages.stream(model="m", max_tokens=32, messages=USER) as stream,
+        client.messages.stream(model="default", max_tokens=32, messages=USER) as stream,
     ):
         list(stream)
 
@@ -549,9 +551,9 @@ def test_fallback_metrics_and_access_log(
     fakes[0].behaviour = "503"
     with caplog.at_level(logging.INFO, logger="inference_core.gateway.access"), sdk(gw) as client:
         raw = client.messages.with_raw_response.create(
-            model="m", max_tokens=8, messages=USER, extra_headers={"x-request-id": "anth-1"}
+            model="default", max_tokens=8, messages=USER, extra_headers={"x-request-id": "anth-1"}
         )
-        with client.messages.stream(model="m", max_tokens=8, messages=USER) as stream:
+        with client.messages.stream(model="default", max_tokens=8, messages=USER) as stream:
             list(stream)
     assert raw.headers["x-inference-backend"] == "backup"
     assert raw.parse().content[0].text

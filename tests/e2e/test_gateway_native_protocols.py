@@ -88,7 +88,7 @@ class NativePlugin:
 
 # ------------------------------------------------------------------------- conformance kit
 
-_MESSAGE = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+_MESSAGE = {"id": "msg_1", "type": "message", "role": "assistant", "model": "default",
             "content": [{"type": "text", "text": "Hi"}], "stop_reason": "end_turn",
             "stop_sequence": None, "usage": {"input_tokens": 3, "output_tokens": 1}}  # fmt: skip
 _MESSAGE_STREAM = (
@@ -199,16 +199,16 @@ def test_native_answers_reach_the_sdks(
            "HEALTH_CHECK_INTERVAL": "3600"}  # fmt: skip
     gw = serve_gateway(env, extra_plugins={"native": plugin})
     with anthropic.Anthropic(base_url=gw.url, api_key="k", max_retries=0) as client:
-        message = client.messages.create(model="m", max_tokens=16, messages=[
+        message = client.messages.create(model="default", max_tokens=16, messages=[
             {"role": "user", "content": "hi"}])  # fmt: skip
-        with client.messages.stream(model="m", max_tokens=16, messages=[
+        with client.messages.stream(model="default", max_tokens=16, messages=[
                 {"role": "user", "content": "hi"}]) as stream:  # fmt: skip
             kinds = [e.type for e in stream]
             final = stream.get_final_message()
     with openai.OpenAI(base_url=gw.base_url, api_key="k", max_retries=0) as oai:
-        first = oai.responses.create(model="m", input="one")
-        second = oai.responses.create(model="m", input="two", previous_response_id=first.id)
-        streamed = list(oai.responses.create(model="m", input="three", stream=True))
+        first = oai.responses.create(model="default", input="one")
+        second = oai.responses.create(model="default", input="two", previous_response_id=first.id)
+        streamed = list(oai.responses.create(model="default", input="three", stream=True))
     assert plugin.native_calls == 5  # every call was answered natively
     assert message.content[0].text == "Hello from the fake server."
     assert final.content[0].text == message.content[0].text
@@ -241,7 +241,7 @@ def test_a_failing_native_backend_falls_back_to_a_translated_one(
     gw = serve_gateway(env, extra_plugins={"native": plugin})
     with anthropic.Anthropic(base_url=gw.url, api_key="k", max_retries=0) as client:
         raw = client.messages.with_raw_response.create(
-            model="m", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+            model="default", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
         )
     assert plugin.native_calls >= 1
     assert raw.headers["x-inference-backend"] == "openai"

@@ -97,7 +97,7 @@ def sse_events(text: str) -> list[dict[str, Any]]:
 def test_plain(gw: Any, fakes: Any) -> None:
     with sdk(gw) as client:
         raw = client.responses.with_raw_response.create(
-            model="gpt-like", input="Say hello", instructions="Be brief.", temperature=0.2,
+            model="default", input="Say hello", instructions="Be brief.", temperature=0.2,
             max_output_tokens=64,
         )  # fmt: skip
         response = raw.parse()
@@ -127,7 +127,7 @@ def test_plain(gw: Any, fakes: Any) -> None:
 def test_items_input_with_developer_role_and_parts(gw: Any, fakes: Any) -> None:
     with sdk(gw) as client:
         client.responses.create(
-            model="m",
+            model="default",
             input=[
                 {"role": "developer", "content": "Rules."},
                 {"type": "message", "role": "user",
@@ -147,7 +147,7 @@ def test_stream_event_order_on_the_wire(gw: Any) -> None:
     r = httpx.post(
         gw.base_url + "/responses",
         headers={"authorization": f"Bearer {GW_KEY}"},
-        json={"model": "m", "input": "Say hello", "stream": True},
+        json={"model": "default", "input": "Say hello", "stream": True},
     )
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/event-stream")
@@ -177,7 +177,7 @@ def test_stream_event_order_on_the_wire(gw: Any) -> None:
 
 
 def test_sdk_stream_helper(gw: Any) -> None:
-    with sdk(gw) as client, client.responses.stream(model="m", input="Say hello") as stream:
+    with sdk(gw) as client, client.responses.stream(model="default", input="Say hello") as stream:
         kinds = [e.type for e in stream]
         final = stream.get_final_response()
     assert kinds[0] == "response.created"
@@ -188,9 +188,11 @@ def test_sdk_stream_helper(gw: Any) -> None:
 
 def test_incomplete_at_max_output_tokens(gw: Any) -> None:
     with sdk(gw) as client:
-        response = client.responses.create(model="m", input="Say hello", max_output_tokens=2)
+        response = client.responses.create(model="default", input="Say hello", max_output_tokens=2)
         events = list(
-            client.responses.create(model="m", input="Say hello", max_output_tokens=2, stream=True)
+            client.responses.create(
+                model="default", input="Say hello", max_output_tokens=2, stream=True
+            )
         )
     assert response.status == "incomplete"
     assert response.incomplete_details is not None
@@ -204,7 +206,7 @@ def test_function_call_streamed_in_pieces_and_round_trip(gw: Any, fakes: Any) ->
     fakes[0].behaviour = "tool_call"
     with sdk(gw) as client:
         with client.responses.stream(
-            model="m", input="Weather in Paris?", tools=TOOLS, tool_choice="required"
+            model="default", input="Weather in Paris?", tools=TOOLS, tool_choice="required"
         ) as stream:
             events = list(stream)
             final = stream.get_final_response()
@@ -226,7 +228,7 @@ def test_function_call_streamed_in_pieces_and_round_trip(gw: Any, fakes: Any) ->
         assert sent["tools"][0]["function"]["name"] == "get_weather"
         fakes[0].behaviour = "normal"
         answer = client.responses.create(
-            model="m",
+            model="default",
             previous_response_id=final.id,
             tools=TOOLS,
             input=[{"type": "function_call_output", "call_id": call.call_id, "output": "18 C"}],
@@ -242,12 +244,12 @@ def test_function_call_streamed_in_pieces_and_round_trip(gw: Any, fakes: Any) ->
 def test_function_call_round_trip_without_the_store(gw: Any, fakes: Any) -> None:
     fakes[0].behaviour = "tool_call"
     with sdk(gw) as client:
-        first = client.responses.create(model="m", input="Weather?", tools=TOOLS, store=False)
+        first = client.responses.create(model="default", input="Weather?", tools=TOOLS, store=False)
         call = first.output[0]
         assert call.type == "function_call"
         fakes[0].behaviour = "normal"
         client.responses.create(
-            model="m", tools=TOOLS,
+            model="default", tools=TOOLS,
             input=[{"role": "user", "content": "Weather?"},
                    {"type": "function_call", "call_id": call.call_id, "name": call.name,
                     "arguments": call.arguments},
@@ -262,10 +264,10 @@ def test_function_call_round_trip_without_the_store(gw: Any, fakes: Any) -> None
 
 def test_previous_response_id_sends_the_whole_history(gw: Any, fakes: Any) -> None:
     with sdk(gw) as client:
-        one = client.responses.create(model="m", input="one", instructions="Old rules.")
-        two = client.responses.create(model="m", input="two", previous_response_id=one.id)
+        one = client.responses.create(model="default", input="one", instructions="Old rules.")
+        two = client.responses.create(model="default", input="two", previous_response_id=one.id)
         client.responses.create(
-            model="m", input="three", previous_response_id=two.id, instructions="New rules."
+            model="default", input="three", previous_response_id=two.id, instructions="New rules."
         )
         assert two.previous_response_id == one.id
     assert upstream(fakes[0])["messages"] == [
@@ -280,7 +282,7 @@ def test_previous_response_id_sends_the_whole_history(gw: Any, fakes: Any) -> No
 
 def test_unknown_previous_response_is_a_400_not_a_silent_drop(gw: Any, fakes: Any) -> None:
     with sdk(gw) as client, pytest.raises(openai.BadRequestError) as info:
-        client.responses.create(model="m", input="x", previous_response_id="resp_nope")
+        client.responses.create(model="default", input="x", previous_response_id="resp_nope")
     assert info.value.code == "previous_response_not_found"
     assert info.value.param == "previous_response_id"
     assert not [r for r in fakes[0].requests if r.path == "/v1/chat/completions"]
@@ -288,7 +290,7 @@ def test_unknown_previous_response_is_a_400_not_a_silent_drop(gw: Any, fakes: An
 
 def test_get_delete_and_the_bounded_store(gw: Any) -> None:
     with sdk(gw) as client:
-        ids = [client.responses.create(model="m", input=f"n{i}").id for i in range(4)]
+        ids = [client.responses.create(model="default", input=f"n{i}").id for i in range(4)]
         with pytest.raises(openai.NotFoundError):  # max 3 stored: the oldest went first
             client.responses.retrieve(ids[0])
         got = client.responses.retrieve(ids[3])
@@ -313,7 +315,7 @@ def test_structured_output(gw: Any, fakes: Any) -> None:
               "additionalProperties": False}  # fmt: skip
     with sdk(gw) as client:
         response = client.responses.create(
-            model="m", input="Say hello",
+            model="default", input="Say hello",
             text={"format": {"type": "json_schema", "name": "greeting", "schema": schema,
                              "strict": True}},
         )  # fmt: skip
@@ -325,20 +327,20 @@ def test_structured_output(gw: Any, fakes: Any) -> None:
 
 def test_errors(gw: Any, fakes: Any) -> None:
     with sdk(gw, api_key="sk-wrong") as client, pytest.raises(openai.AuthenticationError):
-        client.responses.create(model="m", input="x")
+        client.responses.create(model="default", input="x")
     with sdk(gw) as client:
         with pytest.raises(openai.BadRequestError) as bad:
-            client.responses.create(model="m", input=[{"type": "web_search_call", "id": "x"}])
+            client.responses.create(model="default", input=[{"type": "web_search_call", "id": "x"}])
         assert bad.value.param == "input.0.type"
         with pytest.raises(openai.BadRequestError) as tool:
-            client.responses.create(model="m", input="x", tools=[{"type": "web_search"}])
+            client.responses.create(model="default", input="x", tools=[{"type": "web_search"}])
         assert tool.value.param == "tools.0"
         fakes[0].behaviour = fakes[1].behaviour = "429"
         with pytest.raises(openai.RateLimitError):
-            client.responses.create(model="m", input="x")
+            client.responses.create(model="default", input="x")
         fakes[0].behaviour = fakes[1].behaviour = "503"
         with pytest.raises(openai.InternalServerError) as down:
-            client.responses.create(model="m", input="x")
+            client.responses.create(model="default", input="x")
         assert down.value.status_code == 503
         assert down.value.response.headers["x-should-retry"] == "false"
 
@@ -348,7 +350,7 @@ def test_error_event_after_the_first_byte(gw: Any, fakes: Any) -> None:
     r = httpx.post(
         gw.base_url + "/responses",
         headers={"authorization": f"Bearer {GW_KEY}"},
-        json={"model": "m", "input": "x", "stream": True},
+        json={"model": "default", "input": "x", "stream": True},
     )
     events = sse_events(r.text)
     assert events[0]["type"] == "response.created"
@@ -361,8 +363,8 @@ def test_error_event_after_the_first_byte(gw: Any, fakes: Any) -> None:
 def test_fallback_and_metrics(gw: Any, fakes: Any) -> None:
     fakes[0].behaviour = "503"
     with sdk(gw) as client:
-        raw = client.responses.with_raw_response.create(model="m", input="x")
-        list(client.responses.create(model="m", input="x", stream=True))
+        raw = client.responses.with_raw_response.create(model="default", input="x")
+        list(client.responses.create(model="default", input="x", stream=True))
     assert raw.headers["x-inference-backend"] == "backup"
     assert raw.parse().output_text == REPLY
     metrics = httpx.get(gw.url + "/metrics").text
@@ -380,13 +382,13 @@ def test_function_call_through_the_ollama_backend(serve_gateway: Any) -> None:
         }
         gw = serve_gateway(env)
         with openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0) as client:
-            plain = client.responses.create(model="m", input="Weather?", tools=TOOLS)
-            with client.responses.stream(model="m", input="Weather?", tools=TOOLS) as stream:
+            plain = client.responses.create(model="default", input="Weather?", tools=TOOLS)
+            with client.responses.stream(model="default", input="Weather?", tools=TOOLS) as stream:
                 list(stream)
                 final = stream.get_final_response()
             ollama.behaviour = "normal"
             answer = client.responses.create(
-                model="m", previous_response_id=final.id, tools=TOOLS,
+                model="default", previous_response_id=final.id, tools=TOOLS,
                 input=[{"type": "function_call_output", "call_id": final.output[0].call_id,
                         "output": "sunny"}],
             )  # fmt: skip

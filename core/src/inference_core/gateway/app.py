@@ -166,7 +166,12 @@ def create_app(
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["authorization", "content-type", "x-request-id"],
-            expose_headers=["x-request-id", "x-inference-backend", "x-inference-overhead-ms"],
+            expose_headers=[
+                "x-request-id",
+                "x-inference-backend",
+                "x-inference-model",
+                "x-inference-overhead-ms",
+            ],
             max_age=600,
         )
     app._entry = entry

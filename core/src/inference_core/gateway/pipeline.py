@@ -251,6 +251,7 @@ class Gateway:
         self.protect_health = settings.protect_health and self.keys.enabled
         self.trace_cls = _trace_class()
         self._backend_bytes: dict[str | None, bytes] = {None: NONE}
+        self._model_bytes: dict[str | None, bytes] = {None: NONE}
         # path -> (method, handler), filled by create_app from the protocol modules' routes
         self.routes: dict[str, tuple[bytes, Handler]] = {}
         # (prefix, handler) for templated paths (``/v1/responses/{id}``), tried after routes
@@ -281,6 +282,17 @@ class Gateway:
         if value is None:
             value = self._backend_bytes[backend] = str(backend).encode("latin-1", "replace")
         return value
+
+    def model_header(self, trace: Any) -> list[tuple[bytes, bytes]]:
+        """``x-inference-model``: the model that answered (printable ASCII, at most 200)."""
+        model = getattr(trace, "model", None)
+        value = self._model_bytes.get(model)
+        if value is None:
+            text = "".join(c if " " <= c <= "~" else "?" for c in str(model)[:200])
+            if len(self._model_bytes) > 1024:
+                self._model_bytes = {None: NONE}
+            value = self._model_bytes[model] = text.encode("ascii")
+        return [(b"x-inference-model", value)]
 
     @staticmethod
     def headers_of(scope: Scope) -> tuple[bytes | None, bytes | None, bytes | None]:
@@ -496,8 +508,9 @@ class Gateway:
                 overhead = perf_counter() - t0 - waited
                 status = 200
                 await self.send_json(
-                    send, 200, raw, rid_b, self.backend_header(trace.backend), overhead * 1000
-                )  # type: ignore[arg-type]
+                    send, 200, raw, rid_b, self.backend_header(trace.backend), overhead * 1000,  # type: ignore[arg-type]
+                    self.model_header(trace),
+                )  # fmt: skip
                 self.finish(endpoint, scope, rid, 200, t0, overhead, trace, request.model)
                 return
             # a stream: the router has pulled the first chunk already

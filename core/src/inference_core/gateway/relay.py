@@ -122,6 +122,7 @@ async def relay(
         (b"x-request-id", rid.encode()),
         (b"x-inference-backend", gw.backend_header(trace.backend)),
         (b"x-inference-overhead-ms", b"%.3f" % (overhead * 1000)),
+        *gw.model_header(trace),
     ]
     task = asyncio.current_task()
     state = [True, False]  # streaming, client gone

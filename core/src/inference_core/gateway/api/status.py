@@ -9,7 +9,9 @@ import logging
 
 import orjson
 
+from ...errors import ModelNotFound
 from ...models import ModelInfo, WireModel
+from ...routing.sync import seed_health
 from ..logs import LOGGER
 from ..metrics import CONTENT_TYPE_LATEST
 from ..pipeline import Gateway, Handler, Receive, Route, Scope, Send, json_default
@@ -31,6 +33,27 @@ def _models(gw: Gateway) -> Handler:
     return models
 
 
+def _model_detail(gw: Gateway) -> Handler:
+    async def model_detail(scope: Scope, receive: Receive, send: Send) -> None:
+        """``GET /v1/models/{id}``: one model (an id, alias, ``backend/model``), its backends."""
+        model_id = scope["path"][len("/v1/models/") :]
+
+        async def produce() -> tuple[int, bytes]:
+            found = await gw.router.find_model(model_id) if model_id else []
+            if not found:
+                catalog = getattr(gw.router, "catalog", None)
+                if catalog is not None:
+                    raise catalog.not_found(model_id)
+                raise ModelNotFound(f"The model {model_id[:120]!r} does not exist", model=model_id)
+            first = found[0].to_dict()
+            first["backends"] = [m.backend for m in found]
+            return 200, orjson.dumps(first)
+
+        await gw.simple(scope, send, "models", produce)
+
+    return model_detail
+
+
 def _health_detail(gw: Gateway) -> Handler:
     async def health_detail(scope: Scope, receive: Receive, send: Send) -> None:
         async def produce() -> tuple[int, bytes]:
@@ -48,7 +71,12 @@ def _health_detail(gw: Gateway) -> Handler:
                 overall = "unavailable"
             if gw.metrics is not None:
                 gw.metrics.update_from_health(backends)
-            payload = {"status": overall, "ready": ready, "backends": backends}
+            payload = {
+                "status": overall,
+                "ready": ready,
+                **seed_health(backends),  # the seed application's get_health_status() keys
+                "backends": backends,
+            }
             return 200, orjson.dumps(gw.redact.deep(payload), default=json_default)
 
         await gw.simple(scope, send, "health", produce, protected=gw.protect_health)
@@ -120,4 +148,8 @@ def routes(gateway: Gateway) -> list[Route]:
     ]  # fmt: skip
     if gateway.metrics is not None:
         out.append(Route("/metrics", ("GET",), _prometheus(gateway), "Prometheus metrics"))
+    out.append(
+        Route("/v1/models/", ("GET",), _model_detail(gateway), "One model and its backends",
+              prefix=True, openapi_path="/v1/models/{model_id:path}")
+    )  # fmt: skip
     return out
