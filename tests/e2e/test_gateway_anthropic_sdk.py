@@ -472,6 +472,7 @@ def test_authentication_error(gw: Any, fakes: Any) -> None:
         client.messages.create(model="default", max_tokens=8, messages=USER)
     assert info.value.status_code == 401
     assert _error(info.value)["type"] == "authentication_error"
+    assert "x-api-key" in _error(info.value)["message"]
     with sdk(gw, api_key="sk-wrong") as client, pytest.raises(anthropic.AuthenticationError):
         client.messages.count_tokens(model="default", messages=USER)
 
@@ -568,3 +569,29 @@ def test_fallback_metrics_and_access_log(
     metrics = httpx.get(gw.url + "/metrics").text
     assert 'endpoint="messages",status="200"' in metrics
     assert 'inference_gateway_fallbacks_total{backend="openai"' in metrics
+
+
+def test_limits_and_deadlines_apply_as_on_chat(fakes: Any, serve_gateway: Any) -> None:
+    fakes[0].reset()
+    env = {
+        "INFERENCE_PROVIDER": "openai",
+        "OPENAI_API_BASE": fakes[0].base_url,
+        "OPENAI_API_KEY": SECRET,
+        "INFERENCE_MAX_RETRIES": "0",
+        "INFERENCE_FIRST_TOKEN_TIMEOUT": "0.3",
+        "HEALTH_CHECK_INTERVAL": "3600",
+    }
+    gw = serve_gateway(env, max_tokens_cap=100)
+    with anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0) as client:
+        with pytest.raises(anthropic.BadRequestError) as capped:
+            client.messages.create(model="default", max_tokens=101, messages=USER)
+        fakes[0].behaviour = "slow"
+        fakes[0].delay = 2
+        with pytest.raises(anthropic.APIStatusError) as slow:
+            client.messages.create(model="default", max_tokens=8, messages=USER)
+    fakes[0].reset()
+    assert "max_tokens" in _error(capped.value)["message"]
+    assert "100" in _error(capped.value)["message"]
+    assert slow.value.status_code in (504, 529)
+    assert _error(slow.value)["type"] in ("timeout_error", "overloaded_error")
+    assert "first-token timeout" in _error(slow.value)["message"]

@@ -402,3 +402,16 @@ def test_function_call_through_the_ollama_backend(serve_gateway: Any) -> None:
         sent["messages"][-1]["role"] == "tool" and sent["messages"][-1]["content"] == "sunny"
     )
     assert sent["messages"][-2]["tool_calls"][0]["function"]["arguments"] == ARGS
+
+
+def test_max_output_tokens_cap_applies(fakes: Any, serve_gateway: Any) -> None:
+    fakes[0].reset()
+    env = {"INFERENCE_PROVIDER": "openai", "OPENAI_API_BASE": fakes[0].base_url,
+           "OPENAI_API_KEY": SECRET, "HEALTH_CHECK_INTERVAL": "3600"}  # fmt: skip
+    gw = serve_gateway(env, max_tokens_cap=100)
+    with (
+        openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0) as client,
+        pytest.raises(openai.BadRequestError) as info,
+    ):
+        client.responses.create(model="default", input="x", max_output_tokens=101)
+    assert info.value.param == "max_output_tokens"

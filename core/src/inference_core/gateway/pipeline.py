@@ -124,7 +124,8 @@ class Endpoint:
     * ``operation``: the OpenAPI operation name when not ``name``;
     * ``router_method``: ``"chat"``, ``"complete"`` or ``"embed"``, called with the routed
       request and ``trace=RequestTrace``;
-    * ``api_key_header``: a header that may carry the key instead of ``Authorization: Bearer``;
+    * ``api_key_header``: a header that may carry the key instead of ``Authorization: Bearer``
+      (``key_hint`` names both in the 401's message);
     * ``parse(body)`` -> the protocol's request (raises :class:`GatewayError` for a 4xx);
     * ``check(gateway, request)``: the gateway's caps (max tokens, n, inputs);
     * ``translate``: ``None`` when the router takes the request as is, else an async
@@ -141,6 +142,7 @@ class Endpoint:
     operation: str | None = None
     router_method = "chat"
     api_key_header: bytes | None = None
+    key_hint = "'Authorization: Bearer <key>'"
     translate: Callable[[Any, Gateway], Awaitable[Any]] | None = None
     collects = False
 
@@ -348,12 +350,11 @@ class Gateway:
         )
 
     @staticmethod
-    def unauthorized() -> GatewayError:
+    def unauthorized(how: str = "'Authorization: Bearer <key>'") -> GatewayError:
         return GatewayError(
-            401,
-            "Missing or invalid API key for this gateway (send 'Authorization: Bearer <key>').",
+            401, f"Missing or invalid API key for this gateway (send {how}).",
             code="invalid_api_key",
-        )
+        )  # fmt: skip
 
     def cap(self, value: int | None, cap: int, param: str) -> None:
         """A 400 naming ``param`` when ``value`` is above a configured cap (0 = no cap)."""
@@ -485,7 +486,7 @@ class Gateway:
             if scope["method"] != "POST":
                 raise self.method_not_allowed(b"POST")
             if not self.keys.check(auth) and not self._alt_key_ok(scope, ep):
-                raise self.unauthorized()
+                raise self.unauthorized(ep.key_hint)
             body = await self.read_body(receive, clen)
             request = ep.parse(body)
             ep.check(self, request)

@@ -74,6 +74,7 @@ class MessagesFramer(Framer):
 
 class _AnthropicEndpoint(Endpoint):
     api_key_header = b"x-api-key"
+    key_hint = "'x-api-key: <key>' or 'Authorization: Bearer <key>'"
 
     def render_error(
         self, exc: BaseException, redact: Callable[[str], str] | None = None
