@@ -29,7 +29,7 @@ if [[ "$job" == serve ]]; then
 else
   specs=(-e "core[gateway,testing]" "${plugins[@]}"
          "pytest>=8" "pytest-asyncio>=0.24" "respx>=0.21" "hypothesis>=6" "ruff>=0.6"
-         "openai>=1.40" "ollama>=0.4" "jsonschema>=4" "pyyaml>=6" "build>=1" "schemathesis>=3")
+         "openai>=1.40" "anthropic>=0.40" "ollama>=0.4" "jsonschema>=4" "pyyaml>=6" "build>=1" "schemathesis>=3")
 fi
 want="$job $(cat core/pyproject.toml plugins/*/pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)"
 stamp=.venv/.bootstrap-$job
