@@ -42,7 +42,7 @@ RUN groupadd --system --gid 10001 app \
  && chown -R app:app /models /home/app
 COPY --from=builder /wheels /tmp/wheels
 RUN set -euf; \
-    reqs="inference-core[gateway]"; \
+    reqs="inference-switchboard[gateway]"; \
     for p in $PLUGINS; do reqs="$reqs inference-$p"; done; \
     pip install --no-index --find-links "$WHEELHOUSE" $reqs; \
     rm -rf "$WHEELHOUSE"

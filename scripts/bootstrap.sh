@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bootstrap.sh [serve|test]: create ./.venv (Python >= 3.11) and install what the job needs.
-#   serve: inference-core[gateway] + inference-llamacpp[default-model] (the embedded local default)
+#   serve: inference-switchboard[gateway] + inference-llamacpp[default-model] (the embedded local default)
 #   test:  every distribution of the repository in editable mode + the development tools
 # Idempotent: a stamp holding the hash of every pyproject.toml skips pip when nothing changed.
 # Env: PYTHON (interpreter to build the venv with; default python3.11, else python3).

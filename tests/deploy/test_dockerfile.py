@@ -206,7 +206,7 @@ def test_dockerfile_install_steps_work_in_clean_venvs(tmp_path: Path) -> None:
         )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     built = {w.name.split("-")[0] for w in wheels.glob("*.whl")}
-    assert "inference_core" in built
+    assert "inference_switchboard" in built
     assert {f"inference_{p}" for p in plugins} <= built
 
     bindir = make_venv(tmp_path / "runtime")
