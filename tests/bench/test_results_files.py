@@ -62,7 +62,8 @@ def test_committed_report_is_exactly_its_own_runs_report(committed: Path, tmp_pa
     text, rebuilt = rebuild(committed, tmp_path)
     ours, theirs = text.splitlines(), rebuilt.splitlines()
     assert ours[0] == theirs[0]  # the title
-    assert ours[2].startswith("Measured ") and theirs[2].startswith("Measured ")
+    assert ours[2].startswith("Measured ")
+    assert theirs[2].startswith("Measured ")
     # "Measured <from> to <to>." comes from the records; only "Generated ..." may differ.
     assert ours[2].split(" Generated ")[0] == theirs[2].split(" Generated ")[0]
     assert ours[3:] == theirs[3:]
@@ -92,7 +93,8 @@ def test_generator_takes_no_prose(tmp_path: Path) -> None:
     (rundir / "notes.md").write_text(planted)
     out = tmp_path / "out.md"
     proc = report(rundir, out, "t", raw.group(1), "--notes", str(notes))
-    assert proc.returncode == 2 and "--notes" in proc.stderr, proc.stderr  # no such option
+    assert proc.returncode == 2, proc.stderr  # no such option
+    assert "--notes" in proc.stderr
     proc = report(rundir, out, "t", raw.group(1))
     assert proc.returncode == 0, proc.stderr
     assert "Findings" not in out.read_text()
