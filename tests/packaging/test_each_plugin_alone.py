@@ -1,4 +1,4 @@
-"""Each backend plugin installs and works ALONE: inference-switchboard (the core) plus that one plugin, nothing else.
+"""Each backend plugin installs and works ALONE: the core plus that one plugin, nothing else.
 
 For each of the five plugins, a fresh virtual environment (``python -m venv`` in ``tmp_path``)
 gets the wheels of ``inference-switchboard`` and of that plugin only, and its own interpreter and
@@ -100,7 +100,7 @@ def run(
 
 
 def make_venv(wheelhouse: dict[str, Path], name: str, where: Path) -> Path:
-    """A fresh venv holding inference-switchboard and inference-<name> (and their dependencies) only."""
+    """A fresh venv holding inference-switchboard and inference-<name> (and their deps) only."""
     env_dir = where / f"venv-{name}"
     proc = subprocess.run(
         [sys.executable, "-m", "venv", "--without-pip", str(env_dir)],

@@ -1,7 +1,8 @@
 """An out-of-tree plugin, installed from a wheel into a clean venv, is found by its entry point.
 
-Builds wheels of inference-switchboard (the core) and of ``inference-echo`` (the CONTRIBUTING.md example), creates
-a fresh virtual environment, and shows, with that venv's own interpreter and console script:
+Builds wheels of inference-switchboard (the core) and of ``inference-echo`` (the CONTRIBUTING.md
+example), creates a fresh virtual environment, and shows, with that venv's own interpreter and
+console script:
 
 * the core alone imports, and ``inference plugins`` says no backend is installed (with a
   hint);
