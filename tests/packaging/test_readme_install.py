@@ -4,6 +4,7 @@ Every distribution of the repository is built (sdist + wheel) into a PEP 503 "si
 index that this test serves over HTTP on loopback: it stands in for our releases on PyPI. A clean
 venv then runs, exactly as the README writes them:
 
+0. ``pip install inference-vllm`` alone, as a dry run: it must bring our core;
 1. the library line (``pip install inference-switchboard inference-vllm``), first as a dry run
    (``PIP_DRY_RUN``: resolution only, cheap) and then for real;
 2. the gateway line (``pip install 'inference-switchboard[gateway]' inference-vllm``);
@@ -267,6 +268,10 @@ def test_readme_install_lines_pick_only_our_packages_then_the_example_runs(venv,
     gateway = readme_install_line("gateway")
     assert set(requested_by(library)) == {"inference-switchboard", "inference-vllm"}, library
 
+    # 0. a plugin alone brings our core (resolution only)
+    alone = "pip install inference-vllm"
+    plan = run_readme_line(alone, venv, index, index["tmp"] / "alone.json", PIP_DRY_RUN="1")
+    assert "inference-switchboard" in check_provenance(plan, index, alone, {})
     # 1. resolution alone (no download of what it picks): cheap, and the first thing to fail
     plan = run_readme_line(library, venv, index, index["tmp"] / "plan.json", PIP_DRY_RUN="1")
     check_provenance(plan, index, library, {})
