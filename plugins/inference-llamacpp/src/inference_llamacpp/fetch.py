@@ -129,6 +129,8 @@ def find_file(
     errors = []
     for index in indexes:
         page = index.rstrip("/") + "/" + _normalize(project) + "/"
+        if page.startswith("file:"):  # a local index directory: its page is index.html
+            page += "index.html"
         try:
             with _open(page, context, JSON_ACCEPT) as resp:
                 body = resp.read()
