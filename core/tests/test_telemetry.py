@@ -230,7 +230,7 @@ def test_on_without_the_extra_is_a_config_error_naming_the_variable() -> None:
     assert proc.returncode == 0, proc.stderr
     variable, message = proc.stdout.strip().split(" | ")
     assert variable == "OTEL_EXPORTER_OTLP_ENDPOINT"
-    assert "inference-core[otel]" in message
+    assert "inference-switchboard[otel]" in message
     assert "OTEL_SDK_DISABLED" in message
 
 

@@ -1,6 +1,6 @@
 """OpenTelemetry traces: one span per request, one child span per backend attempt.
 
-Optional (``pip install 'inference-core[otel]'``) and off unless asked for: :func:`from_env`
+Optional (``pip install 'inference-switchboard[otel]'``) and off unless asked for: :func:`from_env`
 returns ``None`` when neither ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` nor
 ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, when ``OTEL_SDK_DISABLED=true`` or when
 ``OTEL_TRACES_EXPORTER=none``.  Off costs nothing: this module imports no ``opentelemetry``
@@ -102,7 +102,7 @@ def from_env(
     except ImportError:
         raise ConfigError(
             f"{variable} is set but the OpenTelemetry SDK is not installed: "
-            "pip install 'inference-core[otel]' (or set OTEL_SDK_DISABLED=true)",
+            "pip install 'inference-switchboard[otel]' (or set OTEL_SDK_DISABLED=true)",
             variable=variable,
         ) from None
     current = trace.get_tracer_provider()
@@ -132,7 +132,7 @@ def _exporter(protocol: str, endpoint: str, variable: str) -> Any:
         except ImportError:
             raise ConfigError(
                 f"{variable}=http/protobuf needs opentelemetry-exporter-otlp-proto-http: "
-                "pip install 'inference-core[otel]'",
+                "pip install 'inference-switchboard[otel]'",
                 variable=variable,
             ) from None
         return OTLPSpanExporter(endpoint=endpoint)
@@ -189,12 +189,14 @@ class Telemetry:
         request_id: str | None = None,
         stream: bool = False,
         headers: Iterable[tuple[bytes, bytes]] | Mapping[str, str] | None = None,
+        endpoint: str | None = None,
     ) -> RequestSpan:
         """Start the span of one request (kind SERVER, named ``"{operation} {model}"``).
 
         ``headers``: the incoming request's headers (ASGI pairs or a mapping); a W3C
         ``traceparent`` in them makes this span a child of the caller's trace.
         ``request``: the request model, for ``max_tokens`` / ``temperature`` / ``top_p``.
+        ``endpoint``: the gateway route's name (``chat``, ``messages``, ``responses``, ...).
         """
         from opentelemetry.trace import SpanKind
 
@@ -210,6 +212,8 @@ class Telemetry:
         if request_id:
             attributes["inference.request_id"] = request_id
         attributes["inference.stream"] = bool(stream)
+        if endpoint:
+            attributes["inference.endpoint"] = endpoint
         if request is not None:
             for name, key in _REQUEST_PARAMS:
                 value = getattr(request, name, None)
