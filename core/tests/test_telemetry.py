@@ -886,3 +886,28 @@ async def test_the_router_alone_reports_attempts_to_a_span(memory: Any) -> None:
     ]
     assert spans[-1].kind == SpanKind.SERVER
     assert spans[-1].attributes["inference.backend"] == "second"
+
+
+async def test_gateway_anthropic_messages_with_the_anthropic_sdk(gateway: Any, memory: Any) -> None:
+    """Another protocol, the same spans: operation chat, the route's name as the endpoint."""
+    import anthropic
+    import httpx2  # the HTTP client the anthropic SDK is built on
+
+    app = gateway({"up.test": "503", "second.test": "ok"})
+    async with app.router.lifespan_context(app):
+        http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app), base_url="http://gw")
+        async with http:
+            client = anthropic.AsyncAnthropic(
+                api_key="none", base_url="http://gw", http_client=http, max_retries=0
+            )
+            reply = await client.messages.create(model="default", max_tokens=32, messages=MSG)
+    assert reply.content[0].text
+    spans = memory[1].get_finished_spans()
+    request = next(s for s in spans if s.kind == SpanKind.SERVER)
+    assert request.name == "chat default"
+    assert request.attributes["inference.endpoint"] == "messages"
+    assert request.attributes["gen_ai.request.max_tokens"] == 32
+    assert request.attributes["gen_ai.usage.input_tokens"] == 5
+    assert request.attributes["inference.backend"] == "second"
+    attempts = [s for s in spans if s.kind == SpanKind.CLIENT]
+    assert [a.attributes["inference.backend"] for a in attempts] == ["up", "up", "second"]
