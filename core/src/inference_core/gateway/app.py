@@ -50,6 +50,7 @@ from .logs import ACCESS_LOGGER, LOGGER
 from .metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from .security import KeyChecker, Redactor, clean_request_id, collect_secrets, new_request_id
 from .settings import GatewaySettings
+from .teams import Teams, ask_usage
 
 __all__ = ["GatewayApp", "create_app"]
 
@@ -252,19 +253,24 @@ def _b64_floats(text: str) -> list[float]:
 class Gateway:
     """The per-app state and the ASGI handlers (one instance per :func:`create_app`)."""
 
-    def __init__(self, router: Any, settings: GatewaySettings) -> None:
+    def __init__(self, router: Any, settings: GatewaySettings, state_settings: Any = None) -> None:
         self.router = router
         self.settings = settings
         self.keys = KeyChecker(k.get_secret_value() for k in settings.api_keys)
         self.redact = Redactor(collect_secrets(router, settings.api_keys))
         self.metrics: GatewayMetrics | None = GatewayMetrics() if settings.metrics else None
+        # keys (INFERENCE_GATEWAY_API_KEYS + the key store), limits, usage, shared state
+        self.teams = Teams(
+            router, [k.get_secret_value() for k in settings.api_keys], self.metrics,
+            state_settings,
+        )  # fmt: skip
         self.access = settings.access_log
         self.max_body = settings.max_body_bytes
         self.max_tokens = settings.max_tokens_cap
         self.max_n = settings.max_n
         self.max_inputs = settings.max_embed_inputs
-        self.protect_metrics = settings.protect_metrics and self.keys.enabled
-        self.protect_health = settings.protect_health and self.keys.enabled
+        self.protect_metrics = settings.protect_metrics and self.teams.access.enabled
+        self.protect_health = settings.protect_health and self.teams.access.enabled
         self.trace_cls = _trace_class()
         self._backend_bytes: dict[str | None, bytes] = {None: _NONE}
         self.routes: dict[str, tuple[bytes, Handler]] = {
@@ -278,6 +284,8 @@ class Gateway:
         }
         if self.metrics is not None:
             self.routes["/metrics"] = (b"GET", self.prometheus)
+        self.routes["/v1/admin/usage"] = (b"GET", self.admin_usage)
+        self.routes["/v1/admin/keys"] = (b"GET", self.admin_keys)
 
     # ------------------------------------------------------------------ helpers
 
@@ -413,6 +421,8 @@ class Gateway:
         attempts_before: int | None = None,
     ) -> None:
         """Metrics and the access line for one finished request."""
+        if trace is not None:
+            self.teams.settle(trace, status)
         backend = getattr(trace, "backend", None) if trace is not None else None
         duration = perf_counter() - t0
         if self.metrics is not None:
@@ -500,8 +510,7 @@ class Gateway:
         try:
             if scope["method"] != "POST":
                 raise self._method_not_allowed(b"POST")
-            if not self.keys.check(auth):
-                raise self._unauthorized()
+            record = await self.teams.access.identify(auth, _x_api_key(scope, auth))
             body = await self._read_body(receive, clen)
             try:
                 request = model_cls.model_validate_json(body)
@@ -511,8 +520,16 @@ class Gateway:
                 _check_int_range(request)
             self._check_caps(request)
             trace = self.trace_cls(request_id=rid)
+            await self.teams.admit(record, request.model, trace, rid)
+            # streams: ask the backend for usage whatever the client asked (put back below,
+            # so the client's own stream_options decide whether it sees the usage chunk)
+            restore = ask_usage(request)
             t1 = perf_counter()
-            result = await _call_watching_client(call, request, trace, receive)
+            try:
+                result = await _call_watching_client(call, request, trace, receive)
+            finally:
+                if restore is not False:
+                    request.stream_options = restore
             waited = perf_counter() - t1
             if isinstance(result, WireModel):
                 raw = _raw_of(result)
@@ -722,7 +739,7 @@ class Gateway:
         try:
             if scope["method"] not in ("GET", "HEAD"):
                 raise self._method_not_allowed(b"GET")
-            if protected and not self.keys.check(auth):
+            if protected and not self.teams.access.check(auth, _x_api_key(scope, auth)):
                 raise self._unauthorized()
             status, body = await produce()
             await self._send_json(
@@ -791,6 +808,26 @@ class Gateway:
 
         await self._simple(scope, send, "readiness", produce, protected=False)
 
+    async def admin_usage(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Token usage per key (and model, backend) for a period; needs an admin key."""
+
+        async def produce() -> tuple[int, bytes]:
+            auth = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+            self.teams.check_admin(auth, _x_api_key(scope, auth))
+            return await self.teams.usage_body(scope.get("query_string", b""))
+
+        await self._simple(scope, send, "admin", produce, protected=False)
+
+    async def admin_keys(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Every key's settings and budget used (never a secret); needs an admin key."""
+
+        async def produce() -> tuple[int, bytes]:
+            auth = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+            self.teams.check_admin(auth, _x_api_key(scope, auth))
+            return await self.teams.keys_body()
+
+        await self._simple(scope, send, "admin", produce, protected=False)
+
     async def prometheus(self, scope: Scope, receive: Receive, send: Send) -> None:
         metrics = self.metrics
         assert metrics is not None
@@ -806,6 +843,16 @@ class Gateway:
             scope, send, "metrics", produce, protected=self.protect_metrics,
             content_type=(b"content-type", CONTENT_TYPE_LATEST.encode()),
         )  # fmt: skip
+
+
+def _x_api_key(scope: Scope, auth: bytes | None) -> bytes | None:
+    """The ``x-api-key`` header (looked for only when there is no ``Authorization``)."""
+    if auth is not None:
+        return None
+    for name, value in scope["headers"]:
+        if name == b"x-api-key":
+            return value
+    return None
 
 
 def _json_default(obj: Any) -> Any:
@@ -892,24 +939,28 @@ def create_app(
     settings: GatewaySettings | None = None,
     *,
     manage_router: bool = True,
+    state_settings: Any = None,
 ) -> FastAPI:
     """The gateway app for ``router``.
 
     ``manage_router``: the app's lifespan calls ``await router.start()`` at start-up and
     ``await router.aclose()`` at shutdown (stopping managed children).  ``settings`` defaults
-    to ``GatewaySettings.from_env()``.
+    to ``GatewaySettings.from_env()``; ``state_settings`` (keys, limits, shared state) to
+    ``StateSettings.from_env()``.
     """
     settings = settings or GatewaySettings.from_env()
-    gateway = Gateway(router, settings)
+    gateway = Gateway(router, settings, state_settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if manage_router and hasattr(router, "start"):
             await router.start()
         _attach_state_listener(router, gateway)
+        await gateway.teams.start()
         try:
             yield
         finally:
+            await gateway.teams.aclose()
             if manage_router and hasattr(router, "aclose"):
                 import inspect
 
