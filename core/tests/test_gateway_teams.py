@@ -398,3 +398,95 @@ async def test_redis_down_is_the_documented_setting(build, keys_file, mode):
     else:
         assert r.status_code == 503
         assert r.json()["error"]["code"] == "state_unavailable"
+
+
+class Hosts:
+    """Per-host upstream modes ("ok", "503", "429"); counts the chat requests per host."""
+
+    def __init__(self) -> None:
+        self.mode = {"up.test": "ok", "second.test": "ok"}
+        self.hits: dict[str, int] = {"up.test": 0, "second.test": 0}
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        if request.url.path == "/health":
+            return httpx.Response(200, json={"status": "ok"})
+        self.hits[host] += 1
+        if self.mode[host] == "503":
+            return httpx.Response(503, json={"error": {"message": "down"}})
+        if self.mode[host] == "429":
+            return httpx.Response(429, headers={"retry-after": "30"},
+                                  json={"error": {"message": "slow down"}})  # fmt: skip
+        model = host.split(".")[0].encode()
+        return httpx.Response(200, headers={"content-type": "application/json"},
+                              content=CHAT % model)  # fmt: skip
+
+
+def chain_app(hosts: Hosts, state: dict[str, str], api_keys: str = "") -> Any:
+    env = {
+        **ENV,
+        "ENABLE_FALLBACK": "true",
+        "FALLBACK_CHAIN": "second",
+        "INFERENCE_SECOND_BASE_URL": "http://second.test",
+        "INFERENCE_BREAKER_THRESHOLD": "1",
+        "INFERENCE_BREAKER_COOLDOWN": "30",
+        "INFERENCE_RETRY_AFTER_CAP": "0",
+    }
+    router = Router.from_env(env, env_file=None, transport=httpx.MockTransport(hosts),
+                             extra_plugins={"up": Relay(), "second": Relay()})  # fmt: skip
+    return create_app(router, GatewaySettings.from_env(env={}, api_keys=api_keys),
+                      state_settings=StateSettings.from_env(state))  # fmt: skip
+
+
+@pytest.mark.parametrize("fault", ["503", "429"])
+async def test_breaker_and_429_memory_shared_within_a_second(redis_url, redis_prefix, fault):
+    """A backend that failed (breaker open) or answered 429 on gateway A is skipped by gateway
+    B within a second, without B sending it a single request."""
+    state = {"INFERENCE_REDIS_URL": redis_url, "INFERENCE_REDIS_PREFIX": redis_prefix,
+             "INFERENCE_STATE_SYNC_INTERVAL": "0.1"}  # fmt: skip
+    hosts_a, hosts_b = Hosts(), Hosts()
+    hosts_a.mode["up.test"] = fault
+    hosts_b.mode["up.test"] = fault  # B would meet the same fault if it tried
+    # with Redis the key store is Redis: every request needs a key (a legacy one here)
+    a, b = chain_app(hosts_a, state, LEGACY), chain_app(hosts_b, state, LEGACY)
+    async with (
+        a.router.lifespan_context(a),
+        b.router.lifespan_context(b),
+        http(a) as ca,
+        http(b) as cb,
+    ):
+        ca.headers["authorization"] = cb.headers["authorization"] = f"Bearer {LEGACY}"
+        r = await ca.post("/v1/chat/completions", json={"messages": MSG})
+        assert r.headers["x-inference-backend"] == "second", r.text
+        assert hosts_a.hits["up.test"] == 1
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await asyncio.sleep(1.0)
+        r = await cb.post("/v1/chat/completions", json={"messages": MSG})
+        health = (await cb.get("/v1/health/inference")).json()
+    assert loop.time() - t0 < 1.5
+    assert r.status_code == 200
+    assert r.headers["x-inference-backend"] == "second"
+    assert hosts_b.hits["up.test"] == 0  # B learned it from A, through Redis
+    up = health["backends"]["up"]
+    if fault == "503":
+        assert up["breaker"] == "open"
+    else:
+        assert up["rate_limited"] > 25
+
+
+async def test_without_redis_nothing_is_shared(redis_prefix):
+    hosts_a, hosts_b = Hosts(), Hosts()
+    hosts_a.mode["up.test"] = hosts_b.mode["up.test"] = "503"
+    a, b = chain_app(hosts_a, {}), chain_app(hosts_b, {})
+    async with (
+        a.router.lifespan_context(a),
+        b.router.lifespan_context(b),
+        http(a) as ca,
+        http(b) as cb,
+    ):
+        await ca.post("/v1/chat/completions", json={"messages": MSG})
+        await asyncio.sleep(0.3)
+        r = await cb.post("/v1/chat/completions", json={"messages": MSG})
+    assert r.headers["x-inference-backend"] == "second"
+    assert hosts_b.hits["up.test"] == 1  # B found out on its own (the control for the above)

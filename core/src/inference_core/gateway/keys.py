@@ -20,7 +20,6 @@ without limits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fnmatch
 import hashlib
 import json
@@ -378,6 +377,7 @@ class KeyRing:
         self.by_hash: dict[str, KeyRecord] = dict(self._legacy)
         self.enabled = bool(self._legacy) or store is not None
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
         self._last_miss = 0.0
         self._stamp: float | None = None
 
@@ -426,7 +426,7 @@ class KeyRing:
             self._task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
-        while True:
+        while not self._closed:  # the flag, in case redis-py swallowed a cancellation
             await asyncio.sleep(self.refresh)
             try:
                 await self.reload()
@@ -436,11 +436,11 @@ class KeyRing:
                 log.warning("reloading the key store failed; keeping the last keys", exc_info=True)
 
     async def aclose(self) -> None:
+        self._closed = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=2.0)
 
 
 def make_record(

@@ -13,7 +13,6 @@ backend nothing is attached (no cost).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -47,6 +46,7 @@ class SharedResilience:
         self.interval = interval
         self.replicas: dict[str, Any] = dict(replicas_of(router))
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
         for key, replica in self.replicas.items():
             breaker = replica.breaker
             limit = replica.rate_limit
@@ -76,7 +76,9 @@ class SharedResilience:
                     adopt(left)
 
     async def _run(self) -> None:
-        while True:
+        # a cancellation that lands inside a redis-py call may be swallowed by it: the flag
+        # ends the loop whatever happened to the cancellation
+        while not self._closed:
             try:
                 await self.sync_once()
             except asyncio.CancelledError:
@@ -86,11 +88,11 @@ class SharedResilience:
             await asyncio.sleep(self.interval)
 
     async def aclose(self) -> None:
+        self._closed = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=2.0)
 
 
 def _hook(publish: Any, key: str) -> Any:
