@@ -25,7 +25,7 @@ USER = [{"role": "user", "content": "hi"}]
 def body(options=None, **kw):
     cfg = make_config("ollama", base_url="http://o.test", model="llama3.2:1b", options=options)
     result = translate.chat_body(
-        ChatRequest(model="alias", messages=kw.pop("messages", USER), **kw), cfg
+        ChatRequest(model="default", messages=kw.pop("messages", USER), **kw), cfg
     )
     OllamaChatRequest.model_validate(result)  # the official client's own request schema
     return result
@@ -127,7 +127,18 @@ TOOLS = [
 
 def test_tools_and_tool_choice_none():
     assert body(tools=TOOLS)["tools"] == TOOLS
+    assert body(tools=TOOLS, tool_choice="auto")["tools"] == TOOLS
     assert "tools" not in body(tools=TOOLS, tool_choice="none")
+
+
+@pytest.mark.parametrize(
+    "choice", ["required", {"type": "function", "function": {"name": "get_weather"}}]
+)
+def test_a_forced_tool_call_is_refused_never_silently_auto(choice):
+    from inference_core import CapabilityNotSupported
+
+    with pytest.raises(CapabilityNotSupported, match="cannot force a tool call"):
+        body(tools=TOOLS, tool_choice=choice)
 
 
 def test_tool_round_trip_messages():
@@ -294,7 +305,7 @@ def test_stream_translator_tool_call_indexes():
 
 
 def test_embed_body():
-    req = EmbeddingRequest(model="e", input=["a", "b"], dimensions=64, truncate=False)
+    req = EmbeddingRequest(model="default", input=["a", "b"], dimensions=64, truncate=False)
     cfg = make_config(
         "ollama",
         base_url="http://o.test",
