@@ -316,14 +316,14 @@ async def test_usage_asked_on_every_stream_and_stripped_unless_asked(build, keys
     assert usage.status_code == 200
     bob = usage.json()["keys"]["bob"]
     assert (bob["prompt_tokens"], bob["completion_tokens"], bob["requests"]) == (12, 7, 3)
-    assert bob["by"] == [{"model": "up-model", "backend": "up", "prompt_tokens": 12,
+    assert bob["by"] == [{"model": "m", "backend": "up", "prompt_tokens": 12,
                           "completion_tokens": 7, "requests": 3}]  # fmt: skip
     assert usage.json()["period"].startswith("m")
     listed = keys.json()["data"]
     assert [k["name"] for k in listed] == ["bob"]
     assert "hash" not in listed[0]
     line = ('inference_gateway_key_tokens_total{backend="up",direction="prompt",key="bob",'
-            'model="up-model"} 12.0')  # fmt: skip
+            'model="m"} 12.0')  # fmt: skip
     assert line in metrics
     assert secret not in metrics
 
@@ -411,6 +411,8 @@ class Hosts:
         host = request.url.host
         if request.url.path == "/health":
             return httpx.Response(200, json={"status": "ok"})
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"object": "list", "data": []})
         self.hits[host] += 1
         if self.mode[host] == "503":
             return httpx.Response(503, json={"error": {"message": "down"}})
