@@ -285,3 +285,18 @@ async def test_redis_down_fail_closed_refuses():
         await state.admit("k", Limits(), "t2")
     finally:
         await state.aclose()
+
+
+def test_state_variables_never_become_a_backends_options():
+    from inference_core.settings import Settings
+
+    env = {
+        "INFERENCE_PROVIDER": "redis",
+        "INFERENCE_REDIS_PLUGIN": "vllm",
+        "INFERENCE_REDIS_BASE_URL": "http://h:1",
+        "INFERENCE_REDIS_URL": "redis://:pw@h:6379/0",
+        "INFERENCE_REDIS_FAIL": "closed",
+    }
+    options = Settings.from_env(env, env_file=None).backend("redis").options
+    assert "url" not in options
+    assert "fail" not in options
