@@ -300,3 +300,44 @@ def test_state_variables_never_become_a_backends_options():
     options = Settings.from_env(env, env_file=None).backend("redis").options
     assert "url" not in options
     assert "fail" not in options
+
+
+async def test_shared_response_store_across_two_clients(redis_url, redis_prefix):
+    from dataclasses import dataclass, field
+
+    from inference_core.state.responses import SharedResponseStore
+
+    @dataclass
+    class Record:  # the shape of protocols.store.StoredResponse
+        id: str
+        response: dict
+        items: list = field(default_factory=list)
+        created: float = 0.0
+
+    a = _redis_state(redis_url, redis_prefix)
+    b = _redis_state(redis_url, redis_prefix)
+    try:
+        put = SharedResponseStore(a, ttl=60, record_cls=Record)
+        get = SharedResponseStore(b, ttl=60, record_cls=Record)
+        rec = Record("resp_9", {"id": "resp_9", "output": []}, [{"role": "user"}], 1.5)
+        await put.put(rec)
+        assert await get.get("resp_9") == rec  # written by one replica, read by another
+        assert await get.delete("resp_9") is True
+        assert await put.get("resp_9") is None
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_responses_store_when_redis_is_down():
+    port = _dead_port()
+    closed = _redis_state(f"redis://127.0.0.1:{port}/0", "x:", redis_fail="closed")
+    opened = _redis_state(f"redis://127.0.0.1:{port}/0", "x:", redis_fail="open")
+    try:
+        with pytest.raises(StateUnavailable):
+            await closed.get_response("r")
+        assert await opened.get_response("r") is None
+        await opened.put_response("r", b"{}", 60)  # dropped, logged
+    finally:
+        await closed.aclose()
+        await opened.aclose()

@@ -94,6 +94,15 @@ class Teams:
             await self._shared.aclose()
         await self.state.aclose()
 
+    def response_store(self, ttl: float = 3600.0) -> Any:
+        """The shared Responses store when the state is shared (Redis), else None (the
+        protocol keeps its bounded in-process store)."""
+        if not getattr(self.state, "shared", False):
+            return None
+        from ..state.responses import SharedResponseStore
+
+        return SharedResponseStore(self.state, ttl)
+
     # ---------------------------------------------------------------------- per request
 
     async def admit(self, record: Any, model: str | None, trace: Any, ticket: str) -> None:

@@ -365,15 +365,29 @@ class RedisState:
 
     # ------------------------------------------------------------------ Responses store
 
+    # Redis down: ``open`` reads nothing and drops writes (logged), ``closed`` raises
+    # StateUnavailable (the gateway answers 503).
+
     async def put_response(self, response_id: str, data: bytes, ttl: float) -> None:
-        await self.client.set(self.prefix + "resp:" + response_id, data, px=int(ttl * 1000))
+        try:
+            await self.client.set(self.prefix + "resp:" + response_id, data, px=int(ttl * 1000))
+        except self._errors as exc:
+            self._unavailable(exc, "put_response")
 
     async def get_response(self, response_id: str) -> bytes | None:
-        value = await self.client.get(self.prefix + "resp:" + response_id)
+        try:
+            value = await self.client.get(self.prefix + "resp:" + response_id)
+        except self._errors as exc:
+            self._unavailable(exc, "get_response")
+            return None
         return bytes(value) if value is not None else None
 
     async def delete_response(self, response_id: str) -> bool:
-        return bool(await self.client.delete(self.prefix + "resp:" + response_id))
+        try:
+            return bool(await self.client.delete(self.prefix + "resp:" + response_id))
+        except self._errors as exc:
+            self._unavailable(exc, "delete_response")
+            return False
 
     async def ping(self) -> bool:
         try:
