@@ -4,7 +4,8 @@ replica that points at one Redis (``INFERENCE_REDIS_URL``).
 Every check-and-update is one Lua script (atomic in Redis: no read-modify-write race between
 processes): :data:`_ADMIT` checks budget, rpm, tpm and parallel and takes a request and a slot
 in one round trip; :data:`_SETTLE` frees the slot and adds the tokens to tpm, budget and the
-day's usage in one more, sent in the background (the client is not kept waiting).  Parallel
+day's usage, sent in the background (the client is not kept waiting) for every request that ended
+in the last 20 ms at once (one call, not one per request).  Parallel
 slots are a sorted set of tickets scored by their lease end, so the slots of a process that
 died free themselves after ``INFERENCE_LIMITS_LEASE`` seconds.  Breaker and 429 flags are
 hashes of ``key -> until`` in Redis server time (no clock skew between machines).
@@ -79,22 +80,30 @@ end
 return {'ok'}
 """
 
+# the settles of many requests in one call: ARGV[1] = usage TTL, then 14 fields per request
 _SETTLE = """
-local tokens = tonumber(ARGV[1])
-if tonumber(ARGV[3]) > 0 then redis.call('ZREM', KEYS[3], ARGV[2]) end
-if tokens > 0 and tonumber(ARGV[4]) > 0 then
-  redis.call('INCRBY', KEYS[1], tokens)
-  redis.call('EXPIRE', KEYS[1], 130)
+local usage_ttl = tonumber(ARGV[1])
+local i = 2
+while i <= #ARGV do
+  local tokens = tonumber(ARGV[i + 5])
+  if ARGV[i + 6] == '1' then redis.call('ZREM', ARGV[i + 2], ARGV[i + 4]) end
+  if tokens > 0 and ARGV[i + 7] == '1' then
+    redis.call('INCRBY', ARGV[i], tokens)
+    redis.call('EXPIRE', ARGV[i], 130)
+  end
+  if tokens > 0 and ARGV[i + 8] == '1' then
+    redis.call('INCRBY', ARGV[i + 1], tokens)
+    redis.call('EXPIRE', ARGV[i + 1], tonumber(ARGV[i + 9]))
+  end
+  local usage = ARGV[i + 3]
+  local field = ARGV[i + 10]
+  redis.call('HINCRBY', usage, field .. '\\tp', ARGV[i + 11])
+  redis.call('HINCRBY', usage, field .. '\\tc', ARGV[i + 12])
+  redis.call('HINCRBY', usage, field .. '\\tn', 1)
+  redis.call('EXPIRE', usage, usage_ttl)
+  redis.call('SADD', ARGV[i + 13], ARGV[i + 14])
+  i = i + 15
 end
-if tokens > 0 and tonumber(ARGV[5]) > 0 then
-  redis.call('INCRBY', KEYS[2], tokens)
-  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[6]))
-end
-redis.call('HINCRBY', KEYS[4], ARGV[7] .. '\\tp', ARGV[8])
-redis.call('HINCRBY', KEYS[4], ARGV[7] .. '\\tc', ARGV[9])
-redis.call('HINCRBY', KEYS[4], ARGV[7] .. '\\tn', 1)
-redis.call('EXPIRE', KEYS[4], tonumber(ARGV[10]))
-redis.call('SADD', KEYS[5], ARGV[11])
 return 1
 """
 
@@ -163,6 +172,10 @@ class RedisState:
         self._poll = client.register_script(_POLL)
         self._periods = PeriodClock()
         self._pending: set[asyncio.Task[Any]] = set()
+        self._batch: list[Any] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self.batch_delay = 0.02
+        self.batch_max = 256
         self._down_until = 0.0
         self._warned = 0.0
 
@@ -258,6 +271,9 @@ class RedisState:
         prompt: int,
         completion: int,
     ) -> None:
+        """Queue the request's settle; the queue goes to Redis in one script call every
+        ``batch_delay`` seconds (or at once past ``batch_max`` requests): per request, a list
+        append instead of a round trip."""
         if not self.available():
             return
         now = self._clock()
@@ -269,25 +285,34 @@ class RedisState:
             pid, left = self._periods.current(limits.period, now)
             budget_key = f"{p}budget:{name}:{pid}"
             ttl = int(left) + 3600
-        keys = [
-            f"{p}tpm:{name}:{int(now // WINDOW)}",
-            budget_key,
-            f"{p}par:{name}",
-            f"{p}usage:{day}:{name}",
-            f"{p}usage:keys",
-        ]
-        args = [prompt + completion, ticket, limits.parallel, limits.tpm, limits.budget, ttl,
-                f"{model}\t{backend}", prompt, completion, _USAGE_TTL, name]  # fmt: skip
-        self._spawn(self._run_settle(keys, args))
+        self._batch.extend((
+            f"{p}tpm:{name}:{int(now // WINDOW)}", budget_key, f"{p}par:{name}",
+            f"{p}usage:{day}:{name}", ticket, prompt + completion,
+            1 if limits.parallel else 0, 1 if limits.tpm else 0, 1 if limits.budget else 0, ttl,
+            f"{model}\t{backend}", prompt, completion, f"{p}usage:keys", name,
+        ))  # fmt: skip
+        if len(self._batch) >= 15 * self.batch_max:
+            self._send_batch()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.batch_delay, self._send_batch)
 
-    async def _run_settle(self, keys: list[str], args: list[Any]) -> None:
+    def _send_batch(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._batch = self._batch, []
+        if batch:
+            self._spawn(self._run_settle(batch))
+
+    async def _run_settle(self, batch: list[Any]) -> None:
         try:
-            await self._settle(keys=keys, args=args)
+            await self._settle(keys=[], args=[_USAGE_TTL, *batch])
         except self._errors as exc:
             self._down(exc, "settle")
 
     async def flush(self) -> None:
-        """Wait for the background writes sent so far (tests, shutdown)."""
+        """Send the queued settles now and wait for every background write (tests, shutdown)."""
+        self._send_batch()
         while self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
 
