@@ -28,7 +28,6 @@ import os
 import re
 import secrets
 import time
-import tomllib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
@@ -201,6 +200,8 @@ class FileKeyStore:
         return st.st_mtime_ns + st.st_size
 
     def _read(self) -> dict[str, KeyRecord]:
+        import tomllib
+
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
