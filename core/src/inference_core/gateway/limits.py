@@ -100,23 +100,25 @@ class Access:
         return record is not None and not record.expired(self._clock())
 
     async def identify(
-        self, authorization: bytes | None, x_api_key: bytes | None = None
+        self,
+        authorization: bytes | None,
+        x_api_key: bytes | None = None,
+        hint: str = "'Authorization: Bearer <key>' or 'x-api-key: <key>'",
     ) -> KeyRecord:
-        """The caller's key record; raises a 401 :class:`GatewayError`."""
+        """The caller's key record; raises a 401 :class:`GatewayError` (``hint``: how to send
+        a key, in the protocol's own words)."""
         if not self.enabled:
             return ANONYMOUS
         token = token_of(authorization, x_api_key)
-        if token is None:
-            raise _unauthorized(
-                "Missing API key for this gateway (send 'Authorization: Bearer <key>' or "
-                "'x-api-key: <key>').",
-                "invalid_api_key",
-            )
-        record = self.ring.lookup(token)
-        if record is None:
-            record = await self.ring.lookup_miss(token)
+        record = None
+        if token is not None:
+            record = self.ring.lookup(token)
             if record is None:
-                raise _unauthorized("Invalid API key for this gateway.", "invalid_api_key")
+                record = await self.ring.lookup_miss(token)
+        if record is None:
+            raise _unauthorized(
+                f"Missing or invalid API key for this gateway (send {hint}).", "invalid_api_key"
+            )
         if record.expires is not None and record.expired(self._clock()):
             raise _unauthorized(f"The API key '{record.name}' has expired.", "expired_api_key")
         return record
