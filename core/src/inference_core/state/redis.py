@@ -133,7 +133,7 @@ def redis_client(url: str, timeout: float) -> Any:
 
         raise ConfigError(
             "INFERENCE_REDIS_URL is set but the 'redis' package is not installed "
-            "(pip install 'inference-core[redis]')",
+            "(pip install 'inference-switchboard[redis]')",
             variable="INFERENCE_REDIS_URL",
         ) from None
     return aioredis.Redis.from_url(
