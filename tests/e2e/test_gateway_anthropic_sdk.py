@@ -280,6 +280,8 @@ def test_stop_sequence_found_by_the_translator(gw: Any, fakes: Any, stream: bool
     assert message.content[0].text == "Hello from "
     assert message.stop_reason == "stop_sequence"
     assert message.stop_sequence == "the fake"
+    assert message.usage.output_tokens == 4  # chunks up to the stop: "Hello" " from" " the" " fake"
+    assert message.usage.input_tokens > 0  # the documented estimate: the usage never came
     assert "stop" not in upstream(fakes[0])  # the backend would strip it and say only "stop"
 
 

@@ -128,6 +128,7 @@ def test_stop_sequence_found_in_a_real_answer(real: tuple[Any, str]) -> None:
         )  # fmt: skip
     assert message.stop_reason == "stop_sequence"
     assert message.stop_sequence in stops
+    assert message.usage.input_tokens > 0
     text = "".join(b.text for b in message.content if b.type == "text")
     assert not any(s in text for s in stops)
 
