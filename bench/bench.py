@@ -846,8 +846,18 @@ def cmd_report(a):
         f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} by `bench.py report` from `{a.rundir}/results.jsonl`"
         f" (raw copy: `{a.raw_name}`).\n"
     )
-    if a.notes and Path(a.notes).exists():
-        w(Path(a.notes).read_text())
+    # Only this run's own output goes in: the wrk self-check it ran (run.sh writes it into the run
+    # directory). Free-form prose (findings, pitfalls) is never copied in: written for another
+    # run, it contradicted the tables below. Background on the anchor is linked, not quoted.
+    if any(g.startswith("litellm") for g in gws):
+        w(
+            "How the LiteLLM anchor is run, and the pitfalls met setting it up: `bench/notes-litellm.md` "
+            "(background, not measured in this run).\n"
+        )
+    wrkcheck = Path(a.rundir) / "wrkcheck.txt"
+    if wrkcheck.is_file():
+        w("## wrk self-check\n")
+        w(wrkcheck.read_text().strip() + "\n")
     w("## Setup\n")
     v = meta["versions"]
     w("| item | value |\n|---|---|")
@@ -1299,7 +1309,6 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--title", default="Gateway overhead benchmark")
     p.add_argument("--raw-name", default="results.jsonl")
-    p.add_argument("--notes")
     a = ap.parse_args()
     {"run": cmd_run, "report": cmd_report}[a.cmd](a)
 

@@ -201,18 +201,9 @@ python3 "$HERE/bench.py" run --rundir "$RUNDIR" --luadir "$HERE/lua" \
 mkdir -p "$HERE/results"
 RAW="results/$NAME-$(date -u +%Y%m%d-%H%M%S).jsonl"
 cp "$RUNDIR/results.jsonl" "$HERE/$RAW"
-NOTES="$RUNDIR/notes.md"
-{
-  if [ -n "$LITELLM_WORKERS" ] && [ -f "$HERE/notes-litellm.md" ]; then cat "$HERE/notes-litellm.md"; echo; fi
-  if [ -f "$HERE/notes-$NAME.md" ]; then cat "$HERE/notes-$NAME.md"; echo; fi
-  echo "## wrk self-check"
-  echo
-  cat "$RUNDIR/wrkcheck.txt"
-  echo
-} >"$NOTES"
 title="Gateway overhead: direct nginx mock vs"
 [ -n "$LITELLM_WORKERS" ] && title+=" LiteLLM proxy (workers: $LITELLM_WORKERS)"
 [ -n "$GATEWAY" ] && title+=" vs $NAME ($GATEWAY)"
 [ "$OURS" = 1 ] && title+=" vs $OURS_NAME (started by the harness)"
-python3 "$HERE/bench.py" report --rundir "$RUNDIR" --out "$OUT" --title "$title" --raw-name "$RAW" --notes "$NOTES"
+python3 "$HERE/bench.py" report --rundir "$RUNDIR" --out "$OUT" --title "$title" --raw-name "$RAW"
 log "done: $OUT"

@@ -53,15 +53,12 @@ class Compat:
 
     def __init__(self, mode: str = "ok") -> None:
         self.mode = mode
+        if mode == "native_claims":  # declares a protocol it never answers natively
+            self.native_protocols = ("anthropic.messages",)
 
     @inference_core.hookimpl
     async def chat(self, request, config, http):
         mode = self.mode
-        if mode == "native_undeclared":  # answers a protocol natively without declaring it
-            from inference_core.protocols import native
-
-            if native.native_request() is not None and not request.stream:
-                return native.NativeAnswer.of(b'{"id": "chatcmpl-1"}')
         if mode == "raw_errors":
             r = await http.post(config.base_url + "/v1/chat/completions", json={})
             r.raise_for_status()  # httpx errors leak out

@@ -21,7 +21,8 @@ import orjson
 import pytest
 
 from inference_core import hookimpl
-from inference_core.models import ChatChunk, ChatResponse, Health
+from inference_core.http import openai_compat
+from inference_core.models import Health
 from inference_core.protocols import native
 from inference_core.protocols.validate import check_messages_stream, check_responses_stream
 from inference_core.testing import BackendConformance
@@ -51,22 +52,7 @@ class NativePlugin:
             r = await http.post(url, json=body, headers=headers)
             r.raise_for_status()
             return native.NativeAnswer.of(r.content)
-        body = {**request.model_dump(exclude_none=True), "model": config.model_for(request.model)}
-        if request.stream:
-            return self._chat_stream(http, config.base_url + "/v1/chat/completions", body)
-        r = await http.post(config.base_url + "/v1/chat/completions", json=body, headers=headers)
-        r.raise_for_status()
-        return ChatResponse.from_raw(r.content)
-
-    @staticmethod
-    async def _chat_stream(
-        http: httpx.AsyncClient, url: str, body: dict[str, Any]
-    ) -> AsyncIterator[ChatChunk]:
-        async with http.stream("POST", url, json=body) as r:
-            r.raise_for_status()
-            async for line in r.aiter_lines():
-                if line.startswith("data: ") and line != "data: [DONE]":
-                    yield ChatChunk.from_raw(line[6:].encode())
+        return await openai_compat.chat(http, config, request)  # the plain path: core's helper
 
     @staticmethod
     async def _stream(

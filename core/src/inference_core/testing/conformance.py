@@ -977,6 +977,12 @@ class BackendConformance:
     # ----------------------------------------------------------- native protocols (optional)
 
     def test_native_protocols_declared(self) -> None:
+        """The protocols a plugin declares it answers natively (`native_protocols`) are known
+        ones, and the ones the test class says (`native_protocols` there too).
+
+        A plugin declares a native protocol only when it keeps that protocol exactly; the
+        gateway then hands it the original request instead of translating it.
+        """
         from ..protocols import native
 
         declared = set(getattr(self.plugin, "native_protocols", None) or ())
