@@ -171,13 +171,17 @@ def test_responses_plain_stream_and_previous_response_id(real: tuple[Any, str]) 
     r = httpx.post(
         gw.base_url + "/responses",
         headers={"authorization": f"Bearer {KEY}"},
-        json={"model": "default", "input": "Say hi.", "stream": True, "max_output_tokens": 4},
+        json={"model": "default", "input": "Say hi.", "stream": True, "max_output_tokens": 4,
+              "temperature": 0},
         timeout=120,
-    )
+    )  # fmt: skip
     events = check_responses_stream(r.content)
-    # 4 tokens from a model that rambles: cut by the limit
-    assert events[-1]["type"] == "response.incomplete"
-    assert events[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+    final = events[-1]["response"]
+    if final["usage"]["output_tokens"] >= 4:  # cut by the limit (the base model rambles)
+        assert events[-1]["type"] == "response.incomplete"
+        assert final["incomplete_details"] == {"reason": "max_output_tokens"}
+    else:
+        assert events[-1]["type"] == "response.completed"
     with (
         oai(gw) as client,
         client.responses.stream(model="default", input="Say hi.", max_output_tokens=4) as stream,
