@@ -492,3 +492,44 @@ async def test_without_redis_nothing_is_shared(redis_prefix):
         r = await cb.post("/v1/chat/completions", json={"messages": MSG})
     assert r.headers["x-inference-backend"] == "second"
     assert hosts_b.hits["up.test"] == 1  # B found out on its own (the control for the above)
+
+
+async def test_responses_store_shared_by_two_apps_through_redis(build, redis_url, redis_prefix):
+    """A response stored by one gateway is read (GET, previous_response_id) on another."""
+    env = {"INFERENCE_REDIS_URL": redis_url, "INFERENCE_REDIS_PREFIX": redis_prefix}
+    a, b = build(state=env, api_keys=LEGACY), build(state=env, api_keys=LEGACY)
+    hdr = {"authorization": f"Bearer {LEGACY}"}
+    async with (
+        a.router.lifespan_context(a),
+        b.router.lifespan_context(b),
+        http(a) as ca,
+        http(b) as cb,
+    ):
+        made = await ca.post("/v1/responses", json={"model": "m", "input": "hi"}, headers=hdr)
+        assert made.status_code == 200, made.text
+        rid = made.json()["id"]
+        got = await cb.get(f"/v1/responses/{rid}", headers=hdr)
+        follow = await cb.post("/v1/responses", headers=hdr, json={
+            "model": "m", "input": "and then?", "previous_response_id": rid})  # fmt: skip
+        deleted = await cb.delete(f"/v1/responses/{rid}", headers=hdr)
+        gone = await ca.get(f"/v1/responses/{rid}", headers=hdr)
+    assert got.status_code == 200
+    assert got.json()["id"] == rid
+    assert follow.status_code == 200, follow.text
+    assert deleted.status_code == 200
+    assert gone.status_code == 404
+
+
+async def test_responses_store_in_process_without_redis(build):
+    a, b = build(api_keys=LEGACY), build(api_keys=LEGACY)
+    hdr = {"authorization": f"Bearer {LEGACY}"}
+    async with (
+        a.router.lifespan_context(a),
+        b.router.lifespan_context(b),
+        http(a) as ca,
+        http(b) as cb,
+    ):
+        rid = (await ca.post("/v1/responses", json={"model": "m", "input": "hi"},
+                             headers=hdr)).json()["id"]  # fmt: skip
+        assert (await ca.get(f"/v1/responses/{rid}", headers=hdr)).status_code == 200
+        assert (await cb.get(f"/v1/responses/{rid}", headers=hdr)).status_code == 404  # control
