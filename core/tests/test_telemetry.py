@@ -515,14 +515,20 @@ def gateway(memory: Any) -> Any:
     from inference_core.gateway import GatewaySettings, create_app
     from inference_core.router import Router
 
-    def build(behaviour: dict[str, str]) -> Any:
+    def build(behaviour: dict[str, str], gateway_env: dict[str, str] | None = None) -> Any:
+        from inference_core.state import StateSettings
+
         router = Router.from_env(
             ENV,
             env_file=None,
             transport=upstream(behaviour),
             extra_plugins={"up": Relay(), "second": Relay()},
         )
-        app = create_app(router, GatewaySettings.from_env(env={}))
+        app = create_app(
+            router,
+            GatewaySettings.from_env(env=gateway_env or {}),
+            state_settings=StateSettings.from_env({}),
+        )
         assert app.gateway.telemetry is None  # no OTEL_* variable in this process: off
         app.gateway.telemetry = memory[0]
         return app
@@ -911,3 +917,20 @@ async def test_gateway_anthropic_messages_with_the_anthropic_sdk(gateway: Any, m
     assert request.attributes["inference.backend"] == "second"
     attempts = [s for s in spans if s.kind == SpanKind.CLIENT]
     assert [a.attributes["inference.backend"] for a in attempts] == ["up", "up", "second"]
+
+
+async def test_the_key_name_is_on_the_span_never_the_secret(gateway: Any, memory: Any) -> None:
+    app = gateway({"up.test": "ok", "second.test": "ok"}, {"INFERENCE_GATEWAY_API_KEYS": SECRET})
+    async with app.router.lifespan_context(app), asgi_client(app) as c:
+        refused = await c.post("/v1/chat/completions", json={"messages": MSG})
+        r = await c.post(
+            "/v1/chat/completions",
+            json={"messages": MSG},
+            headers={"authorization": f"Bearer {SECRET}"},
+        )
+    assert refused.status_code == 401
+    assert r.status_code == 200
+    spans = memory[1].get_finished_spans()
+    (request,) = [s for s in spans if s.kind == SpanKind.SERVER]  # the 401 never got a span
+    assert request.attributes["inference.key"] == "env-1"
+    assert SECRET not in json.dumps([dict(s.attributes) for s in spans])

@@ -27,9 +27,6 @@ SECRETS_EXAMPLE = KUBE / "secrets.example.yaml"
 KUBERNETES_VERSION = "1.33.0"
 
 GATEWAY = {"app.kubernetes.io/name": "inference-gateway", "app.kubernetes.io/component": "gateway"}
-#: Variables the manifests give the gateway that another part of issue #12 (keys, limits and
-#: shared state) makes the code read and .env.example document; empty this once that is merged.
-PENDING_VARIABLES = {"INFERENCE_REDIS_URL"}
 
 
 # ---------------------------------------------------------------------------- loading
@@ -286,7 +283,7 @@ def test_every_variable_the_gateway_gets_is_one_the_code_reads() -> None:
     assert container["envFrom"] == [{"configMapRef": {"name": "inference-gateway-config"}}]
     names = set(config()) | {v["name"] for v in container["env"]}
     documented = documented_variables()
-    unknown = sorted(names - documented - PENDING_VARIABLES)
+    unknown = sorted(names - documented)
     assert not unknown, f"set by the manifests but read by nothing: {unknown}"
 
 
@@ -329,29 +326,56 @@ def test_the_configmap_is_a_valid_configuration() -> None:
     assert gateway.drain_timeout + float(pre_stop[1]) < pod["terminationGracePeriodSeconds"]
 
 
-async def test_the_probe_paths_answer_without_an_api_key() -> None:
-    """The real gateway app, configured from the ConfigMap (API keys on), answers the probes."""
+async def test_the_gateway_as_configured_answers_probes_and_keys_through_redis(
+    redis_as_deployed: tuple[int, str],
+) -> None:
+    """The real gateway app, configured from the ConfigMap and the example Secret, its Redis
+    the real one started with the manifest's arguments (only the Service's host swapped for
+    this machine's address): the probes answer with no key, a request without a key is 401,
+    one with the Secret's key passes the key store and limits in Redis and reaches the router."""
     from inference_core.gateway import GatewaySettings, create_app
     from inference_core.router import Router
+    from inference_core.state import StateSettings
 
+    port, password = redis_as_deployed
     env = gateway_env()
+    url = urlsplit(env["INFERENCE_REDIS_URL"])
+    env["INFERENCE_REDIS_URL"] = url._replace(
+        netloc=url.netloc.replace(f"@{url.hostname}:{url.port}", f"@127.0.0.1:{port}")
+    ).geturl()
+    assert env["INFERENCE_REDIS_URL"] != gateway_env()["INFERENCE_REDIS_URL"]
     unreachable = httpx.MockTransport(lambda request: httpx.Response(503))
     router = Router.from_env(env, env_file=None, transport=unreachable)
-    app = create_app(router, GatewaySettings.from_env(env))
+    app = create_app(
+        router, GatewaySettings.from_env(env), state_settings=StateSettings.from_env(env)
+    )
     probes = {
         name: gateway_container()[name]["httpGet"]["path"]
         for name in ("startupProbe", "livenessProbe", "readinessProbe")
     }
     assert set(probes.values()) == {"/health", "/ready"}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gw") as c:
+    key = env["INFERENCE_GATEWAY_API_KEYS"].split(",")[0]
+    body = {"model": "default", "messages": [{"role": "user", "content": "hi"}]}
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gw") as c,
+    ):
         health = await c.get(probes["livenessProbe"])
         ready = await c.get(probes["readinessProbe"])
-        guarded = await c.post("/v1/chat/completions", json={"model": "m", "messages": []})
-    assert guarded.status_code == 401  # the keys are on ...
-    assert health.status_code == 200  # ... and the probes need none
+        anonymous = await c.post("/v1/chat/completions", json=body)
+        keyed = await c.post(
+            "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}
+        )
+    assert health.status_code == 200  # the probes need no key ...
     assert health.json() == {"status": "ok"}
-    assert ready.status_code in (200, 503)  # 503 = no backend usable: taken out of the Service
+    assert ready.status_code in (200, 503)  # 503 = no backend usable: out of the Service
     assert ready.json()["status"] in ("ready", "unavailable")
+    assert anonymous.status_code == 401  # ... the API does
+    # the key was accepted (its limits counted in Redis); the backends here answer 503
+    assert keyed.status_code == 503, keyed.text
+    assert keyed.json()["error"]["code"] != "state_unavailable"
+    stored = redis_keys(port, password, "inference:*")
+    assert stored, "the gateway wrote no state to Redis"
 
 
 def test_the_gateway_runs_what_the_image_ships() -> None:
@@ -409,7 +433,10 @@ def test_the_gateway_writes_only_to_its_volumes() -> None:
     assert any(env["INFERENCE_CACHE_DIR"].startswith(m + "/") for m in mounts)
     assert not any(v.startswith("sk-") for v in config().values())  # no secret in the ConfigMap
     for var in container["env"]:
-        if var["name"] in ("INFERENCE_GATEWAY_API_KEYS", "OPENAI_API_KEY", "INFERENCE_REDIS_URL"):
+        if var["name"] in (
+            "INFERENCE_GATEWAY_API_KEYS", "OPENAI_API_KEY", "INFERENCE_REDIS_URL",
+            "INFERENCE_ADMIN_KEYS",
+        ):  # fmt: skip
             assert "secretKeyRef" in var["valueFrom"], var["name"]
 
 
@@ -451,6 +478,17 @@ def redis_as_deployed(tmp_path: Path) -> Iterator[tuple[int, str]]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def redis_keys(port: int, password: str, pattern: str) -> list[str]:
+    """The keys of the Redis on ``port`` that match ``pattern``."""
+    import subprocess
+
+    return subprocess.run(
+        ["redis-cli", "--no-auth-warning", "-p", str(port), "-a", password,
+         "--scan", "--pattern", pattern],
+        capture_output=True, text=True, timeout=10,
+    ).stdout.split()  # fmt: skip
 
 
 def test_redis_runs_as_configured_and_its_probe_tells_ready(

@@ -190,6 +190,7 @@ class Telemetry:
         stream: bool = False,
         headers: Iterable[tuple[bytes, bytes]] | Mapping[str, str] | None = None,
         endpoint: str | None = None,
+        key: str | None = None,
     ) -> RequestSpan:
         """Start the span of one request (kind SERVER, named ``"{operation} {model}"``).
 
@@ -197,6 +198,7 @@ class Telemetry:
         ``traceparent`` in them makes this span a child of the caller's trace.
         ``request``: the request model, for ``max_tokens`` / ``temperature`` / ``top_p``.
         ``endpoint``: the gateway route's name (``chat``, ``messages``, ``responses``, ...).
+        ``key``: the API key's *name* from the key store (never its secret).
         """
         from opentelemetry.trace import SpanKind
 
@@ -214,6 +216,8 @@ class Telemetry:
         attributes["inference.stream"] = bool(stream)
         if endpoint:
             attributes["inference.endpoint"] = endpoint
+        if key:
+            attributes["inference.key"] = key
         if request is not None:
             for name, key in _REQUEST_PARAMS:
                 value = getattr(request, name, None)
