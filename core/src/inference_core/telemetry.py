@@ -339,13 +339,20 @@ class RequestSpan:
         span = self._attempt
         if span is None:
             return
+        if streaming:
+            if response_model:
+                self._response_model = response_model
+                span.set_attribute("gen_ai.response.model", response_model)
+            return
         if response_model:
             self._response_model = response_model
-            span.set_attribute("gen_ai.response.model", response_model)
-        if not streaming:
+            span.set_attributes(
+                {"gen_ai.response.model": response_model, "inference.attempt.outcome": "ok"}
+            )
+        else:
             span.set_attribute("inference.attempt.outcome", "ok")
-            span.end()
-            self._attempt = None
+        span.end()
+        self._attempt = None
 
     def attempt_failed(self, kind: str, message: str = "", status: int | None = None) -> None:
         """The open attempt failed with error ``kind`` (the message holds no secret)."""
@@ -354,10 +361,10 @@ class RequestSpan:
         span = self._attempt
         if span is None:
             return
-        span.set_attribute("inference.attempt.outcome", kind)
-        span.set_attribute("error.type", kind)
+        attributes: dict[str, Any] = {"inference.attempt.outcome": kind, "error.type": kind}
         if status is not None:
-            span.set_attribute("http.response.status_code", status)
+            attributes["http.response.status_code"] = status
+        span.set_attributes(attributes)
         span.set_status(Status(StatusCode.ERROR, message[:500]))
         # ended when the next attempt starts (or the request ends): then we know what followed
         self._failed = span
@@ -410,30 +417,32 @@ class RequestSpan:
         if self._attempt is not None:
             self._close_open("cancelled" if status == 499 else ("error" if error else "ok"))
         self._settle("none")
+        attributes: dict[str, Any] = {}  # one set_attributes call: the SDK locks once
         if trace is not None:
             backend = getattr(trace, "backend", None)
             if backend:
-                span.set_attribute("inference.backend", backend)
-                span.set_attribute("gen_ai.provider.name", backend)
+                attributes["inference.backend"] = backend
+                attributes["gen_ai.provider.name"] = backend
             model = self._response_model or getattr(trace, "model", None)
             if model:
-                span.set_attribute("gen_ai.response.model", model)
+                attributes["gen_ai.response.model"] = model
             usage = getattr(trace, "usage", None)
             if usage is not None:
                 prompt = getattr(usage, "prompt_tokens", None)
                 completion = getattr(usage, "completion_tokens", None)
                 if prompt is not None:
-                    span.set_attribute("gen_ai.usage.input_tokens", prompt)
+                    attributes["gen_ai.usage.input_tokens"] = prompt
                 if completion is not None:
-                    span.set_attribute("gen_ai.usage.output_tokens", completion)
-            span.set_attribute("inference.retries", getattr(trace, "retries", 0))
-            span.set_attribute("inference.fallbacks", getattr(trace, "fallbacks", 0))
+                    attributes["gen_ai.usage.output_tokens"] = completion
+            attributes["inference.retries"] = getattr(trace, "retries", 0)
+            attributes["inference.fallbacks"] = getattr(trace, "fallbacks", 0)
         if status is not None:
-            span.set_attribute("http.response.status_code", status)
+            attributes["http.response.status_code"] = status
         if error or (status is not None and status >= 400):
             kind = _error_type(trace, status)
-            span.set_attribute("error.type", kind)
+            attributes["error.type"] = kind
             span.set_status(Status(StatusCode.ERROR, (error or kind)[:500]))
+        span.set_attributes(attributes)
         span.end()
 
 
