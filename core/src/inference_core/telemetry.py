@@ -278,6 +278,7 @@ class RequestSpan:
         "_failed_end",
         "_failed_kind",
         "_operation",
+        "_recording",
         "_response_model",
         "_telemetry",
         "span",
@@ -296,11 +297,15 @@ class RequestSpan:
         self._failed_end = 0
         self._response_model: str | None = None
         self._ended = False
+        # not sampled (OTEL_TRACES_SAMPLER): no attempt spans, no attributes, nearly free
+        self._recording = span.is_recording()
 
     # ------------------------------------------------------------------ the router's side
 
     def attempt_start(self, backend: str, replica: int, url: str, model: str | None) -> None:
         """A try of ``backend``'s replica number ``replica`` (0-based) with ``model``."""
+        if not self._recording:
+            return
         from opentelemetry import trace
         from opentelemetry.trace import SpanKind
 
@@ -411,9 +416,12 @@ class RequestSpan:
         if self._ended:
             return
         self._ended = True
+        span = self.span
+        if not self._recording:
+            span.end()
+            return
         from opentelemetry.trace import Status, StatusCode
 
-        span = self.span
         if self._attempt is not None:
             self._close_open("cancelled" if status == 499 else ("error" if error else "ok"))
         self._settle("none")
