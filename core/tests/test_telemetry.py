@@ -515,7 +515,11 @@ def gateway(memory: Any) -> Any:
     from inference_core.gateway import GatewaySettings, create_app
     from inference_core.router import Router
 
-    def build(behaviour: dict[str, str], gateway_env: dict[str, str] | None = None) -> Any:
+    def build(
+        behaviour: dict[str, str],
+        gateway_env: dict[str, str] | None = None,
+        state_env: dict[str, str] | None = None,
+    ) -> Any:
         from inference_core.state import StateSettings
 
         router = Router.from_env(
@@ -527,7 +531,7 @@ def gateway(memory: Any) -> Any:
         app = create_app(
             router,
             GatewaySettings.from_env(env=gateway_env or {}),
-            state_settings=StateSettings.from_env({}),
+            state_settings=StateSettings.from_env(state_env or {}),
         )
         assert app.gateway.telemetry is None  # no OTEL_* variable in this process: off
         app.gateway.telemetry = memory[0]
@@ -934,3 +938,32 @@ async def test_the_key_name_is_on_the_span_never_the_secret(gateway: Any, memory
     (request,) = [s for s in spans if s.kind == SpanKind.SERVER]  # the 401 never got a span
     assert request.attributes["inference.key"] == "env-1"
     assert SECRET not in json.dumps([dict(s.attributes) for s in spans])
+
+
+async def test_a_request_refused_by_its_keys_limit_is_a_span_too(
+    gateway: Any, memory: Any, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from inference_core.cli import build_app
+
+    keys = {"INFERENCE_KEYS_FILE": str(tmp_path / "keys.toml")}
+    made = await asyncio.to_thread(  # the CLI runs its own event loop
+        CliRunner().invoke, build_app(env=keys), ["keys", "create", "team-a", "--rpm", "1"]
+    )
+    assert made.exit_code == 0, made.output
+    secret = made.output.strip().splitlines()[-1]
+    app = gateway({"up.test": "ok", "second.test": "ok"}, state_env=keys)
+    headers = {"authorization": f"Bearer {secret}"}
+    async with app.router.lifespan_context(app), asgi_client(app) as c:
+        first = await c.post("/v1/chat/completions", json={"messages": MSG}, headers=headers)
+        second = await c.post("/v1/chat/completions", json={"messages": MSG}, headers=headers)
+    assert (first.status_code, second.status_code) == (200, 429)
+    spans = memory[1].get_finished_spans()
+    served, refused = [s for s in spans if s.kind == SpanKind.SERVER]
+    assert served.attributes["inference.key"] == refused.attributes["inference.key"] == "team-a"
+    assert refused.attributes["http.response.status_code"] == 429
+    assert refused.status.status_code == StatusCode.ERROR
+    assert "1 requests per minute" in (refused.status.description or "")
+    assert len([s for s in spans if s.kind == SpanKind.CLIENT]) == 1  # no backend was tried
+    assert secret not in json.dumps([dict(s.attributes) for s in spans])
