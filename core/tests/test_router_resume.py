@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_router_helpers import CompatPlugin, Server, build, config, req
 
 from inference_core.errors import BackendTimeout, BackendUnavailable, BadRequest, ConfigError
+from inference_core.hookspecs import hookimpl
 from inference_core.models import CompletionRequest
 from inference_core.resilience.policy import RouterPolicy
 from inference_core.router import RequestTrace
@@ -525,3 +526,36 @@ def test_the_first_party_plugins_declare_what_is_honest():
     assert inference_ollama.plugin.continue_final_message is False
     assert inference_openai.plugin.continue_final_message is False
     assert inference_textgen.plugin.continue_final_message is False
+
+
+async def test_a_stream_of_other_objects_is_not_resumed():
+    """A plugin's own event objects (a native protocol, say) are relayed as they are: no
+    resume, the error as before."""
+
+    class Event:
+        usage = None
+
+    class Native(Continuing):
+        @hookimpl
+        async def chat(self, request, config, http):
+            async def events():
+                yield Event()
+                raise BackendUnavailable("gone", backend=config.name)
+
+            return events()
+
+    cfg = config("a", base_urls=("http://a.test", "http://a2.test"))
+    router = build({}, configs=[cfg], plugins={"a": Native()}, policy=NO_RETRY)
+    trace = RequestTrace()
+    got = []
+
+    async def consume() -> None:
+        async with router:
+            async for item in await router.chat(req(stream=True), trace=trace):
+                got.append(item)
+
+    with pytest.raises(BackendUnavailable):
+        await consume()
+    assert len(got) == 1
+    assert trace.resumes is None
+    assert router.in_flight == 0

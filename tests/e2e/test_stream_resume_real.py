@@ -172,7 +172,9 @@ def gateway(env: dict[str, str]) -> tuple[RunningGateway, Recording]:
     return RunningGateway(f"http://127.0.0.1:{port}", router, app, server, thread), recording
 
 
-def stream_and_kill(gw: RunningGateway, recording: Recording, servers: list[Any]):
+def stream_and_kill(
+    gw: RunningGateway, recording: Recording, servers: list[Any], max_tokens: int = 400
+):
     """Stream a long answer with the SDK; SIGKILL the serving replica after KILL_AFTER chunks."""
     seen = ClientBytes()
     client = openai.OpenAI(
@@ -189,7 +191,7 @@ def stream_and_kill(gw: RunningGateway, recording: Recording, servers: list[Any]
         for chunk in client.chat.completions.create(
             model=ALIAS,
             messages=PROMPT,
-            max_tokens=400,
+            max_tokens=max_tokens,
             temperature=0,
             stream=True,
             stream_options={"include_usage": True},
@@ -302,3 +304,49 @@ def _metrics(gw: RunningGateway) -> dict[tuple[str, str], float]:
             fields = dict(p.split("=", 1) for p in labels[labels.index("{") + 1 : -1].split(","))
             out[(fields["backend"].strip('"'), fields["outcome"].strip('"'))] = float(value)
     return out
+
+
+@pytest.mark.vllm
+def test_any_model_continues_a_killed_llama_stream_on_real_vllm(two_llama_servers):
+    """One machine runs one vLLM server, so no vLLM replicas here: instead the llama.cpp
+    primary is killed mid-stream and the real vLLM server (another name for the model) continues
+    the same answer under ``INFERENCE_STREAM_RESUME=any-model``."""
+    vllm_url = peer_url(
+        "INFERENCE_TEST_VLLM_CHAT_URL", "bash scripts/peers/vllm.sh start PORT chat"
+    )
+    servers = two_llama_servers[:1]
+    two_llama_servers[1].stop()
+    gw, recording = gateway(
+        {
+            "INFERENCE_PROVIDER": "llamacpp",
+            "INFERENCE_LLAMACPP_BASE_URL": servers[0].url,
+            "ENABLE_FALLBACK": "true",
+            "FALLBACK_CHAIN": "vllm",
+            "INFERENCE_VLLM_BASE_URL": vllm_url,
+            "INFERENCE_STREAM_RESUME": "any-model",
+            "INFERENCE_REQUEST_DEADLINE": "120",
+            "HEALTH_CHECK_INTERVAL": "60",
+        }
+    )
+    try:
+        chunks, raw, _victim, error = stream_and_kill(gw, recording, servers, max_tokens=80)
+        resumes = _metrics(gw)
+    finally:
+        gw.stop()
+    assert error is None, f"the client saw an error: {error}"
+    assert raw.endswith(b"data: [DONE]\n\n")
+    assert raw.count(b"[DONE]") == 1
+    assert len({c.id for c in chunks}) == 1
+    assert {c.model for c in chunks} == {ALIAS}  # the name the client saw, not vLLM's
+    first, second = recording.legs
+    assert second["port"] == httpx.URL(vllm_url).port
+    leg1, leg2 = contents(events(first["raw"])), contents(events(second["raw"]))
+    assert second["body"]["messages"][-1] == {"role": "assistant", "content": "".join(leg1)}
+    assert second["body"]["continue_final_message"] is True
+    client_text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert leg2, "vLLM produced nothing"
+    assert client_text == "".join(leg1) + "".join(leg2), "text repeated or lost at the seam"
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert len([f for f in finishes if f]) == 1
+    assert chunks[-1].usage.completion_tokens >= len(leg1) + 1
+    assert resumes == {("llamacpp", "resumed"): 1.0}

@@ -38,7 +38,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..errors import InferenceError
-from ..models import ChatChunk, ChatMessage, ChatRequest, CompletionRequest
+from ..models import (
+    ChatChunk,
+    ChatMessage,
+    ChatRequest,
+    CompletionRequest,
+    CompletionResponse,
+)
 from ..resilience.balancer import ReplicaSet
 from .backend import BackendEntry
 from .planner import Step
@@ -181,6 +187,16 @@ class Resume:
         self.resumes = 0
         self.first: Any = None
         self.keep: Callable[[Any], None] = self.keep_chat if op == "chat" else self.keep_text
+
+    def start(self, first: Any) -> bool:
+        """Take the stream's first chunk; False when its chunks are not resumable objects
+        (a plugin's native protocol events, say): the stream then has no resume."""
+        wanted = ChatChunk if self.op == "chat" else CompletionResponse
+        if not isinstance(first, wanted):
+            return False
+        self.first = first
+        self.keep(first)
+        return True
 
     # ------------------------------------------------------------------ the hot path
 
@@ -453,7 +469,7 @@ class _Seam:
         choices = chunk.choices
         if choices:
             choice = choices[0]
-            if type(chunk) is ChatChunk:
+            if isinstance(chunk, ChatChunk):
                 delta = choice.delta
                 text = delta.content
                 if delta.role is not None:
@@ -539,7 +555,7 @@ class _Seam:
 
 
 def _set_text(chunk: Any, choice: Any, text: str) -> None:
-    if type(chunk) is ChatChunk:
+    if isinstance(chunk, ChatChunk):
         choice.delta.content = text
     else:
         choice.text = text

@@ -69,10 +69,10 @@ class RoutedStream:
         self._done = False
         self._resume = resume
         self._keep = None
-        if resume is not None:
-            resume.first = first
+        if resume is not None and resume.start(first):
             self._keep = resume.keep
-            self._keep(first)
+        else:
+            self._resume = None
         usage = getattr(first, "usage", None)
         if usage is not None:
             trace.usage = usage
