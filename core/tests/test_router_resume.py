@@ -24,7 +24,7 @@ from test_router_helpers import CompatPlugin, Server, build, config, req
 
 from inference_core.errors import BackendTimeout, BackendUnavailable, BadRequest, ConfigError
 from inference_core.hookspecs import hookimpl
-from inference_core.models import CompletionRequest
+from inference_core.models import ChatRequest, CompletionRequest
 from inference_core.resilience.policy import RouterPolicy
 from inference_core.router import RequestTrace
 from inference_core.settings import Settings
@@ -559,3 +559,34 @@ async def test_a_stream_of_other_objects_is_not_resumed():
     assert len(got) == 1
     assert trace.resumes is None
     assert router.in_flight == 0
+
+
+async def test_a_clients_own_prefill_is_extended_and_its_echo_dropped():
+    a = Replicas(cut(" forty"), finish("The answer is forty", "-two"))
+    request = ChatRequest(
+        messages=[
+            {"role": "user", "content": "What is the answer?"},
+            {"role": "assistant", "content": "The answer is"},
+        ],
+        stream=True,
+        continue_final_message=True,
+        add_generation_prompt=False,
+    )
+    chunks, _ = await run(replicas(a, Echoing()), request)
+    assert text_of(chunks) == " forty-two"
+    assert a.bodies[1]["messages"][-1] == {"role": "assistant", "content": "The answer is forty"}
+    assert len(a.bodies[1]["messages"]) == 2
+
+
+async def test_a_final_assistant_message_without_the_flag_is_not_resumed():
+    a = Replicas(cut(" forty"), finish("-two"))
+    request = ChatRequest(
+        messages=[
+            {"role": "user", "content": "What is the answer?"},
+            {"role": "assistant", "content": "The answer is"},
+        ],
+        stream=True,
+    )
+    with pytest.raises(BackendUnavailable):
+        await run(replicas(a), request)
+    assert len(a.bodies) == 1

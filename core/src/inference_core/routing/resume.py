@@ -298,9 +298,11 @@ class Resume:
         return out
 
     def request(self) -> tuple[Any, str]:
-        """The request that continues the answer, and the text already sent (the prefix)."""
+        """The request that continues the answer, and the text an echoing server repeats
+        first (the final assistant message's content)."""
         original = self._request
         prefix = self.before + "".join(self.parts)
+        echoed = prefix
         self.count += len(self.parts)
         self.before, self.parts = prefix, []
         update: dict[str, Any] = {}
@@ -312,7 +314,8 @@ class Resume:
             calls = self._prefill_calls()
             last = messages[-1]
             if last.role == "assistant":  # the client's own prefill, continued
-                messages[-1] = last.model_copy(update={"content": (last.content or "") + prefix})
+                echoed = (last.content or "") + prefix  # what an echoing server repeats
+                messages[-1] = last.model_copy(update={"content": echoed})
             elif prefix or calls:
                 messages.append(ChatMessage(role="assistant", content=prefix, tool_calls=calls))
             update["messages"] = messages
@@ -325,7 +328,7 @@ class Resume:
             update[limit] = max(1, value - self.sent())
         if self.op == "chat" and not prefix and not self._tools:
             update = {}  # nothing was said yet: the original request as it is
-        return original.model_copy(update=update), prefix
+        return original.model_copy(update=update), echoed
 
     def sent(self) -> int:
         """Tokens the client received so far (one per content chunk, as servers stream)."""
