@@ -823,6 +823,10 @@ def main() -> None:
     ap.add_argument("--recover", type=float, default=14.0)
     ap.add_argument("--base-port", type=int, default=29400)
     ap.add_argument(
+        "--set", action="append", default=[], metavar="VAR=VALUE",
+        help="an extra gateway variable (e.g. INFERENCE_STREAM_RESUME=off for a control run)",
+    )  # fmt: skip
+    ap.add_argument(
         "--replicas", type=int, choices=[1, 2], default=1,
         help="2: the primary gets a second replica (never faulted; stream resume lands there)",
     )  # fmt: skip
@@ -841,7 +845,8 @@ def main() -> None:
     cfg = Config(primary=args.primary, total=args.total, rate=args.rate,
                  concurrency=args.concurrency, warm=args.warm, fault=args.fault,
                  recover=args.recover, base_port=args.base_port, log_dir=args.log_dir,
-                 replicas=args.replicas)  # fmt: skip
+                 replicas=args.replicas,
+                 extra_env=dict(kv.split("=", 1) for kv in args.set))  # fmt: skip
     keys = None if args.scenarios == "all" else args.scenarios.split(",")
     if args.from_json:
         results = [ScenarioResult(**d) for d in json.loads(args.from_json.read_text())]

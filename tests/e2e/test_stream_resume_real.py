@@ -66,7 +66,7 @@ class Recording(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await self.inner.handle_async_request(request)
-        if request.url.path.endswith("/chat/completions"):
+        if request.url.path.endswith("/completions"):
             leg = {
                 "port": request.url.port,
                 "body": json.loads(request.content),
@@ -119,11 +119,16 @@ def events(raw: bytes) -> list[dict[str, Any]]:
 
 
 def contents(evs: list[dict[str, Any]]) -> list[str]:
-    return [
-        e["choices"][0]["delta"]["content"]
-        for e in evs
-        if e.get("choices") and e["choices"][0].get("delta", {}).get("content")
-    ]
+    """The text of each event that has some (chat deltas, or completion texts)."""
+    out = []
+    for e in evs:
+        if not e.get("choices"):
+            continue
+        choice = e["choices"][0]
+        text = choice["delta"].get("content") if "delta" in choice else choice.get("text")
+        if text:
+            out.append(text)
+    return out
 
 
 # ------------------------------------------------------------------------------ servers
@@ -293,6 +298,47 @@ def test_a_backend_that_cannot_continue_keeps_the_in_band_error(two_llama_server
     assert b'"error"' in raw
     assert len(recording.legs) == 1  # nobody was asked to continue
     assert resumes == {("openai", "skipped"): 1.0}
+
+
+def test_a_completion_stream_survives_the_kill_too(two_llama_servers):
+    """``/v1/completions``: the second replica continues from the prompt plus the text."""
+    servers = two_llama_servers
+    gw, recording = gateway(
+        {
+            "INFERENCE_PROVIDER": "llamacpp",
+            "INFERENCE_LLAMACPP_BASE_URL": ",".join(s.url for s in servers),
+            "INFERENCE_REQUEST_DEADLINE": "120",
+            "HEALTH_CHECK_INTERVAL": "60",
+        }
+    )
+    client = openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0, timeout=120)
+    prompt = "Here is a long list of the numbers from one to one hundred: one, two, three,"
+    texts: list[str] = []
+    ids, finishes = set(), []
+    killed = None
+    try:
+        for chunk in client.completions.create(
+            model=ALIAS, prompt=prompt, max_tokens=150, temperature=0, stream=True
+        ):
+            ids.add(chunk.id)
+            if chunk.choices:
+                texts.append(chunk.choices[0].text)
+                if chunk.choices[0].finish_reason:
+                    finishes.append(chunk.choices[0].finish_reason)
+            if killed is None and len([t for t in texts if t]) == KILL_AFTER:
+                killed = next(s for s in servers if s.port == recording.legs[0]["port"])
+                os.kill(killed.pid, signal.SIGKILL)
+                killed.process.wait(5)
+    finally:
+        gw.stop()
+    assert killed is not None
+    first, second = recording.legs
+    leg1, leg2 = contents(events(first["raw"])), contents(events(second["raw"]))
+    assert second["body"]["prompt"] == prompt + "".join(leg1)
+    assert "".join(texts) == "".join(leg1) + "".join(leg2), "text repeated or lost at the seam"
+    assert leg2
+    assert len(ids) == 1
+    assert len(finishes) == 1
 
 
 def _metrics(gw: RunningGateway) -> dict[tuple[str, str], float]:
