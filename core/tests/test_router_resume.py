@@ -590,3 +590,23 @@ async def test_a_final_assistant_message_without_the_flag_is_not_resumed():
     with pytest.raises(BackendUnavailable):
         await run(replicas(a), request)
     assert len(a.bodies) == 1
+
+
+async def test_a_client_gone_during_a_resume_releases_everything():
+    a = Replicas(cut("Hello"), streamed(5.0, chunk(" late"), DONE))
+    router = replicas(a)
+    async with router:
+        stream = await router.chat(req(stream=True))
+        assert (await stream.__anext__()).choices[0].delta.role == "assistant"
+        assert (await stream.__anext__()).choices[0].delta.content == "Hello"
+        task = asyncio.ensure_future(stream.__anext__())  # the cut, then the slow resume
+        for _ in range(100):
+            if len(a.bodies) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(a.bodies) == 2
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert router.in_flight == 0
+        assert all(r.outstanding == 0 for r in router._chain[0].replicas.replicas)
