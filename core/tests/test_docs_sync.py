@@ -127,3 +127,19 @@ def test_the_continue_final_message_capability_is_documented():
         declared = importlib.import_module(module).plugin.continue_final_message
         assert word in text, f"CONTRIBUTING does not say {word}"
         assert word.endswith(f"`{declared}`"), f"{module} declares {declared}, the doc says {word}"
+
+
+def test_the_native_protocol_capability_is_documented():
+    """CONTRIBUTING documents the optional native-protocol capability with its real names."""
+    from inference_core.protocols import native
+    from inference_core.testing import BackendConformance
+
+    text = hook_reference()
+    assert "### Native protocols (optional capability)" in text
+    for name in ("native_protocols", "native_request()", "NativeAnswer", "NativeEvent",
+                 "mock_native(self, upstream, protocol, stream)", *native.PROTOCOLS):  # fmt: skip
+        assert name in text, f"CONTRIBUTING's native-protocol section does not mention {name}"
+    for name in ("native_request", "speaks", "NativeAnswer", "NativeEvent", "PROTOCOLS"):
+        assert hasattr(native, name), f"documented but missing: native.{name}"
+    assert hasattr(BackendConformance, "mock_native")
+    assert hasattr(BackendConformance, "native_protocols")
