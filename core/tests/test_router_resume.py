@@ -610,3 +610,50 @@ async def test_a_client_gone_during_a_resume_releases_everything():
             await task
         assert router.in_flight == 0
         assert all(r.outstanding == 0 for r in router._chain[0].replicas.replicas)
+
+
+# ------------------------------------------------------------------------ every protocol
+
+
+def _text_events(body: str, kind: str) -> str:
+    out = []
+    for line in body.splitlines():
+        if not line.startswith("data: ") or line == "data: [DONE]":
+            continue
+        event = json.loads(line[6:])
+        if kind == "chat" and event.get("choices"):
+            out.append(event["choices"][0]["delta"].get("content") or "")
+        elif kind == "messages" and event.get("type") == "content_block_delta":
+            out.append(event["delta"].get("text", ""))
+        elif kind == "responses" and event.get("type") == "response.output_text.delta":
+            out.append(event["delta"])
+    return "".join(out)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "kind", "end"),
+    [
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}, "chat",
+         "data: [DONE]"),
+        ("/v1/messages", {"max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]},
+         "messages", '"type":"message_stop"'),
+        ("/v1/responses", {"input": "hi"}, "responses", '"type":"response.completed"'),
+    ],
+)  # fmt: skip
+async def test_every_protocol_of_the_gateway_gets_the_resume(path, body, kind, end):
+    from inference_core.gateway import GatewaySettings, create_app
+
+    a = Replicas(cut("Hello", " wor"), finish("ld", "!"))
+    router = replicas(a)
+    app = create_app(router, GatewaySettings.from_env(env={}))
+    transport = httpx.ASGITransport(app)
+    async with router, httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+        r = await http.post(path, json={"model": "a-model", "stream": True, **body})
+        metrics = (await http.get("/metrics")).text
+    assert r.status_code == 200
+    assert _text_events(r.text, kind) == "Hello world!"
+    assert '"error":{' not in r.text.replace(": ", ":")  # no in-band error event
+    assert end in r.text.replace(": ", ":")
+    assert 'inference_gateway_stream_resumes_total{backend="a",outcome="resumed"} 1.0' in metrics
+    assert "inference_gateway_stream_errors_total{" not in metrics
+    assert router.in_flight == 0
