@@ -653,7 +653,7 @@ async def test_every_protocol_of_the_gateway_gets_the_resume(path, body, kind, e
     assert r.status_code == 200
     assert _text_events(r.text, kind) == "Hello world!"
     assert '"error":{' not in r.text.replace(": ", ":")  # no in-band error event
-    assert end in r.text.replace(": ", ":")
+    assert end in r.text or end in r.text.replace(": ", ":")
     assert 'inference_gateway_stream_resumes_total{backend="a",outcome="resumed"} 1.0' in metrics
     assert "inference_gateway_stream_errors_total{" not in metrics
     assert router.in_flight == 0
