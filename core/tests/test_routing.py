@@ -368,3 +368,13 @@ async def test_find_model_by_id_alias_implicit_form_and_backend_slash_model():
     assert [(m.backend, m.id) for m in only_b] == [("b", "llama3:latest")]
     assert [(m.backend, m.id) for m in alias] == [("a", "llama3:latest")]
     assert none == []
+
+
+async def test_an_alias_routes_before_another_backends_listing():
+    a, b = Server(), Server()
+    a.models = b.models = ["mock-chat", "mock-stream"]  # both list both (as the bench mock does)
+    configs = [config("a"), config("b", aliases={"mock-stream": "mock-stream"})]
+    router = routed(FakeSettings(configs), fleet(a=a, b=b))
+    async with router:
+        plan = router.planner.plan("mock-stream")
+    assert [s.backend.name for s in plan] == ["b", "a"]
