@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -640,16 +641,18 @@ def _text_events(body: str, kind: str) -> str:
         ("/v1/responses", {"input": "hi"}, "responses", '"type":"response.completed"'),
     ],
 )  # fmt: skip
-async def test_every_protocol_of_the_gateway_gets_the_resume(path, body, kind, end):
+async def test_every_protocol_of_the_gateway_gets_the_resume(path, body, kind, end, caplog):
     from inference_core.gateway import GatewaySettings, create_app
+    from inference_core.gateway.logs import JsonFormatter
 
     a = Replicas(cut("Hello", " wor"), finish("ld", "!"))
     router = replicas(a)
     app = create_app(router, GatewaySettings.from_env(env={}))
     transport = httpx.ASGITransport(app)
-    async with router, httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
-        r = await http.post(path, json={"model": "a-model", "stream": True, **body})
-        metrics = (await http.get("/metrics")).text
+    with caplog.at_level(logging.INFO, logger="inference_core.gateway.access"):
+        async with router, httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+            r = await http.post(path, json={"model": "a-model", "stream": True, **body})
+            metrics = (await http.get("/metrics")).text
     assert r.status_code == 200
     assert _text_events(r.text, kind) == "Hello world!"
     assert '"error":{' not in r.text.replace(": ", ":")  # no in-band error event
@@ -657,3 +660,11 @@ async def test_every_protocol_of_the_gateway_gets_the_resume(path, body, kind, e
     assert 'inference_gateway_stream_resumes_total{backend="a",outcome="resumed"} 1.0' in metrics
     assert "inference_gateway_stream_errors_total{" not in metrics
     assert router.in_flight == 0
+    [record] = [r for r in caplog.records if r.getMessage() == "request" and path in str(
+        getattr(r, "fields", {}).get("path"))]  # fmt: skip
+    line = json.loads(JsonFormatter().format(record))
+    assert line["status"] == 200
+    assert line["resumes"] == [
+        {"from": "a", "replica": f"http://{a.hosts[0]}", "error": "unavailable",
+         "after_tokens": 2, "outcome": "resumed", "to": "a"}
+    ]  # fmt: skip
