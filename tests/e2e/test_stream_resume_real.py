@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -339,6 +340,134 @@ def test_a_completion_stream_survives_the_kill_too(two_llama_servers):
     assert leg2
     assert len(ids) == 1
     assert len(finishes) == 1
+
+
+class CuttingRelays:
+    """TCP relays to one server, each a replica URL of it; the first chat completion that goes
+    through any of them is cut (connection aborted) after ``after`` response bytes."""
+
+    def __init__(self, upstream: httpx.URL, n: int, after: int) -> None:
+        self.upstream, self.after = upstream, after
+        self.ports: list[int] = []
+        self.cut = False
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(n, ready), daemon=True)
+        self.thread.start()
+        assert ready.wait(10), "the relays did not start"
+
+    def _run(self, n: int, ready: threading.Event) -> None:
+        async def start() -> None:
+            for _ in range(n):
+                server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+                self.ports.append(server.sockets[0].getsockname()[1])
+
+        self.loop.run_until_complete(start())
+        ready.set()
+        self.loop.run_forever()
+
+    async def _handle(self, reader: Any, writer: Any) -> None:
+        up_r, up_w = await asyncio.open_connection(self.upstream.host, self.upstream.port)
+        victim = [False]
+
+        async def client_to_upstream() -> None:
+            while data := await reader.read(65536):
+                if not self.cut and data.startswith(b"POST /v1/chat/completions"):
+                    self.cut = victim[0] = True
+                up_w.write(data)
+                await up_w.drain()
+
+        async def upstream_to_client() -> None:
+            sent = 0
+            while data := await up_r.read(65536):
+                if victim[0] and sent + len(data) >= self.after:
+                    writer.write(data[: self.after - sent])
+                    await writer.drain()
+                    writer.transport.abort()  # the replica is gone, mid-stream
+                    up_w.transport.abort()  # and the server stops generating
+                    return
+                sent += len(data) if victim[0] else 0
+                writer.write(data)
+                await writer.drain()
+
+        tasks = [
+            asyncio.ensure_future(client_to_upstream()),
+            asyncio.ensure_future(upstream_to_client()),
+        ]
+        with contextlib.suppress(Exception):
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in tasks:
+            t.cancel()
+        for w in (writer, up_w):
+            w.transport.abort()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.mark.vllm
+def test_a_vllm_replica_cut_mid_stream_is_invisible_to_the_client():
+    """Two replica URLs of the one shared vLLM server (a second vLLM does not fit here), each
+    through a TCP relay; the stream that goes first is cut mid-generation by its relay, and the
+    other replica continues it with ``continue_final_message``."""
+    vllm_url = peer_url(
+        "INFERENCE_TEST_VLLM_CHAT_URL", "bash scripts/peers/vllm.sh start PORT chat"
+    )
+    relays = CuttingRelays(httpx.URL(vllm_url), 2, after=2500)
+    gw, recording = gateway(
+        {
+            "INFERENCE_PROVIDER": "vllm",
+            "INFERENCE_VLLM_BASE_URL": ",".join(f"http://127.0.0.1:{p}" for p in relays.ports),
+            "INFERENCE_REQUEST_DEADLINE": "120",
+            "HEALTH_CHECK_INTERVAL": "60",
+        }
+    )
+    seen = ClientBytes()
+    client = openai.OpenAI(
+        base_url=gw.base_url, api_key="unused", max_retries=0, timeout=120,
+        http_client=httpx.Client(transport=seen, timeout=120),
+    )  # fmt: skip
+    try:
+        chunks = list(
+            client.chat.completions.create(
+                model="gemma3-270m",
+                messages=PROMPT,
+                max_tokens=120,
+                temperature=0,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+        resumes = _metrics(gw)
+    finally:
+        gw.stop()
+        relays.stop()
+    raw = bytes(seen.raw)
+    assert relays.cut, "no stream went through a relay"
+    assert raw.endswith(b"data: [DONE]\n\n")
+    assert raw.count(b"[DONE]") == 1
+    assert b'"error"' not in raw
+    assert len({c.id for c in chunks}) == 1
+    assert {c.model for c in chunks} == {"gemma3-270m"}
+    first, second = recording.legs
+    assert first["port"] != second["port"]
+    leg1_events, leg2_events = events(first["raw"]), events(second["raw"])
+    leg1, leg2 = contents(leg1_events), contents(leg2_events)
+    assert len(leg1) >= 3, "the cut came before a few tokens"
+    assert second["body"]["messages"][-1] == {"role": "assistant", "content": "".join(leg1)}
+    assert second["body"]["continue_final_message"] is True
+    assert second["body"]["add_generation_prompt"] is False
+    client_text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert leg2, "the second replica produced nothing"
+    assert client_text == "".join(leg1) + "".join(leg2), "text repeated or lost at the seam"
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert len([f for f in finishes if f]) == 1
+    leg2_usage = next(e["usage"] for e in leg2_events if e.get("usage"))
+    assert chunks[-1].usage.completion_tokens == len(leg1) + leg2_usage["completion_tokens"]
+    assert resumes == {("vllm", "resumed"): 1.0}
+    seam = f"{''.join(leg1)[-20:]!r} | {''.join(leg2)[:20]!r}"
+    print(f"\nvLLM: resumed after {len(leg1)} tokens; seam {seam}")
 
 
 def _metrics(gw: RunningGateway) -> dict[tuple[str, str], float]:
