@@ -24,9 +24,9 @@ Only where it is honest (``docs/resilience.md``, "Resuming a cut stream"):
   a resume whose first chunk does not come within the first-token timeout (or the deadline)
   ends the stream with the original error, as without resume.
 
-Cost when nothing fails: one :class:`Resume` per stream and, per chunk, one call of
-:meth:`Resume.keep_chat` / :meth:`Resume.keep_text` that appends a reference to the delta's
-text (joined only on resume).
+Cost when nothing fails: one :class:`Resume` per stream (about 1 us) and, per chunk, one call
+of :attr:`Resume.keep` that appends a reference to the delta's text (joined only on resume;
+about 0.15 us).
 """
 
 from __future__ import annotations
@@ -139,17 +139,51 @@ def resume_for(
     return Resume(executor, op, request, order, step, deadline)
 
 
+class _Marks:
+    """What the rare chunks said: a finish_reason was sent, the tool calls so far.  Apart from
+    :class:`Resume` so that the per-chunk closure holds no reference cycle (a cycle per stream
+    would wait for the garbage collector, which costs more than the keeping itself)."""
+
+    __slots__ = ("finished", "tools")
+
+    def __init__(self) -> None:
+        self.finished = False
+        self.tools: list[dict[str, Any]] | None = None
+
+    def rare(self, choice: Any) -> None:
+        """A chunk with a finish_reason or tool calls (not on the hot path)."""
+        if choice.finish_reason is not None:
+            self.finished = True
+        delta = getattr(choice, "delta", None)
+        calls = delta.tool_calls if delta is not None else None
+        if calls:
+            if self.tools is None:
+                self.tools = []
+            tools = self.tools
+            for call in calls:
+                index = call.get("index", 0)
+                while len(tools) <= index:
+                    tools.append({"id": None, "name": "", "arguments": []})
+                entry = tools[index]
+                if call.get("id"):
+                    entry["id"] = call["id"]
+                fn = call.get("function") or {}
+                if fn.get("name"):
+                    entry["name"] += fn["name"]
+                if fn.get("arguments"):
+                    entry["arguments"].append(fn["arguments"])
+
+
 class Resume:
     """What the client has received of one stream, and how to continue it; see the module doc."""
 
     __slots__ = (
         "_executor",
         "_failed",
-        "_finished",
+        "_marks",
         "_order",
         "_request",
         "_step",
-        "_tools",
         "before",
         "count",
         "deadline",
@@ -177,8 +211,7 @@ class Resume:
         self.deadline = deadline
         self.parts: list[str] = []
         """References to the text of each chunk the client received (joined only on resume)."""
-        self._tools: list[dict[str, Any]] | None = None
-        self._finished = False
+        self._marks = marks = _Marks()
         self._failed: list[Replica] = []
         self.before = ""
         """The text of the legs before the current one."""
@@ -186,7 +219,12 @@ class Resume:
         """Content tokens of the legs before the current one."""
         self.resumes = 0
         self.first: Any = None
-        self.keep: Callable[[Any], None] = self.keep_chat if op == "chat" else self.keep_text
+        self.keep: Callable[[Any], None] = (
+            _chat_keeper(self.parts.append, marks.rare)
+            if op == "chat"
+            else _text_keeper(self.parts.append, marks.rare)
+        )
+        """Called with each chunk the client is about to receive (the hot path)."""
 
     def start(self, first: Any) -> bool:
         """Take the stream's first chunk; False when its chunks are not resumable objects
@@ -198,52 +236,6 @@ class Resume:
         self.keep(first)
         return True
 
-    # ------------------------------------------------------------------ the hot path
-
-    def keep_chat(self, chunk: Any) -> None:
-        """Remember a chat chunk the client is about to receive (a reference, no copy)."""
-        choices = chunk.choices
-        if choices:
-            choice = choices[0]
-            delta = choice.delta
-            text = delta.content
-            if text:
-                self.parts.append(text)
-            if delta.tool_calls is not None or choice.finish_reason is not None:
-                self._rare(choice)
-
-    def keep_text(self, chunk: Any) -> None:
-        """Remember a completion chunk the client is about to receive."""
-        choices = chunk.choices
-        if choices:
-            choice = choices[0]
-            text = choice.text
-            if text:
-                self.parts.append(text)
-            if choice.finish_reason is not None:
-                self._finished = True
-
-    def _rare(self, choice: Any) -> None:
-        if choice.finish_reason is not None:
-            self._finished = True
-        calls = choice.delta.tool_calls
-        if calls:
-            if self._tools is None:
-                self._tools = []
-            tools = self._tools
-            for call in calls:
-                index = call.get("index", 0)
-                while len(tools) <= index:
-                    tools.append({"id": None, "name": "", "arguments": []})
-                entry = tools[index]
-                if call.get("id"):
-                    entry["id"] = call["id"]
-                fn = call.get("function") or {}
-                if fn.get("name"):
-                    entry["name"] += fn["name"]
-                if fn.get("arguments"):
-                    entry["arguments"].append(fn["arguments"])
-
     # ------------------------------------------------------------------ resuming
 
     def why_not(self, error: InferenceError) -> str | None:
@@ -252,16 +244,16 @@ class Resume:
             return f"a {error.kind} error is not resumed"
         if self.resumes >= self._executor.policy.stream_resume_max:
             return f"INFERENCE_STREAM_RESUME_MAX={self._executor.policy.stream_resume_max} reached"
-        if self._finished:
+        if self._marks.finished:
             return "the answer had finished (finish_reason sent)"
         if self._executor._clock() >= self.deadline:
             return "the request deadline ran out"
-        if self._tools is not None and not self._tools_complete():
+        if self._marks.tools is not None and not self._tools_complete():
             return "cut inside a tool call's arguments"
         return None
 
     def _tools_complete(self) -> bool:
-        for entry in self._tools or ():
+        for entry in self._marks.tools or ():
             try:
                 value = orjson.loads("".join(entry["arguments"]) or "null")
             except orjson.JSONDecodeError:
@@ -304,7 +296,8 @@ class Resume:
         prefix = self.before + "".join(self.parts)
         echoed = prefix
         self.count += len(self.parts)
-        self.before, self.parts = prefix, []
+        self.before = prefix
+        self.parts.clear()  # the same list: the keeper appends to it
         update: dict[str, Any] = {}
         limit = "max_tokens"
         if self.op == "chat":
@@ -326,17 +319,17 @@ class Resume:
         value = getattr(original, limit)
         if value is not None:
             update[limit] = max(1, value - self.sent())
-        if self.op == "chat" and not prefix and not self._tools:
+        if self.op == "chat" and not prefix and not self._marks.tools:
             update = {}  # nothing was said yet: the original request as it is
         return original.model_copy(update=update), echoed
 
     def sent(self) -> int:
         """Tokens the client received so far (one per content chunk, as servers stream)."""
-        fragments = sum(len(e["arguments"]) for e in self._tools or ())
+        fragments = sum(len(e["arguments"]) for e in self._marks.tools or ())
         return self.count + len(self.parts) + fragments
 
     def _prefill_calls(self) -> list[dict[str, Any]] | None:
-        if not self._tools:
+        if not self._marks.tools:
             return None
         return [
             {
@@ -344,14 +337,14 @@ class Resume:
                 "type": "function",
                 "function": {"name": e["name"], "arguments": "".join(e["arguments"])},
             }
-            for e in self._tools
+            for e in self._marks.tools
         ]
 
     def continuation(
         self, first: Any, upstream: AsyncIterator[Any], prefix: str, echo: bool, carried: int
     ) -> AsyncIterator[Any]:
         """The new leg's chunks as the client must see them; see :class:`_Seam`."""
-        shift = len(self._tools or ())
+        shift = len(self._marks.tools or ())
         return _Seam(self.first, prefix if echo else "", shift, carried).relay(first, upstream)
 
 
@@ -418,6 +411,40 @@ async def resume_stream(
     )  # fmt: skip
     relay = resume.continuation(first, upstream, prefix, new_backend.name in echoes, carried)
     return new_backend, new_replica, relay
+
+
+def _chat_keeper(append: Callable[[str], None], rare: Callable[[Any], None]) -> Any:
+    """The hot path for chat chunks: a reference to the delta's text appended, nothing copied
+    (a closure: about 0.15 us per chunk, half of what a method costs)."""
+
+    def keep(chunk: Any) -> None:
+        choices = chunk.choices
+        if choices:
+            choice = choices[0]
+            delta = choice.delta
+            text = delta.content
+            if text:
+                append(text)
+            if delta.tool_calls is not None or choice.finish_reason is not None:
+                rare(choice)
+
+    return keep
+
+
+def _text_keeper(append: Callable[[str], None], rare: Callable[[Any], None]) -> Any:
+    """The hot path for completion chunks."""
+
+    def keep(chunk: Any) -> None:
+        choices = chunk.choices
+        if choices:
+            choice = choices[0]
+            text = choice.text
+            if text:
+                append(text)
+            if choice.finish_reason is not None:
+                rare(choice)
+
+    return keep
 
 
 def _view(backend: BackendEntry, replicas: list[Replica]) -> BackendEntry:
