@@ -9,13 +9,47 @@ in-band error event, then the lifespan shutdown runs.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from .logs import configure_logging, uvicorn_log_config
 from .settings import GatewaySettings
 
-__all__ = ["app_from_env", "serve", "uvicorn_options"]
+__all__ = ["app_from_env", "multiprocess_metrics", "serve", "uvicorn_options"]
+
+
+@contextlib.contextmanager
+def multiprocess_metrics(enabled: bool = True) -> Iterator[str | None]:
+    """Several workers, one ``/metrics``: every worker writes its values to
+    ``PROMETHEUS_MULTIPROC_DIR`` and renders them all (:mod:`.metrics`).
+
+    The variable set by the operator: its stale ``*.db`` files of an earlier run are removed.
+    Unset: a fresh temporary directory for this run, removed afterwards.  Workers inherit the
+    variable (they are started after it is set).
+    """
+    if not enabled:
+        yield None
+        return
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        os.makedirs(given, exist_ok=True)
+        for name in os.listdir(given):
+            if name.endswith(".db"):
+                os.remove(os.path.join(given, name))
+        yield given
+        return
+    path = tempfile.mkdtemp(prefix="inference-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    try:
+        yield path
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def app_from_env() -> Any:
@@ -96,12 +130,13 @@ def serve(
 
     common = uvicorn_options(settings)
     if settings.workers > 1:
-        uvicorn.run(
-            "inference_core.gateway.server:app_from_env",
-            factory=True,
-            workers=settings.workers,
-            **common,
-        )
+        with multiprocess_metrics(settings.metrics):
+            uvicorn.run(
+                "inference_core.gateway.server:app_from_env",
+                factory=True,
+                workers=settings.workers,
+                **common,
+            )
         return
     from .app import create_app
 
