@@ -967,3 +967,32 @@ async def test_a_request_refused_by_its_keys_limit_is_a_span_too(
     assert "1 requests per minute" in (refused.status.description or "")
     assert len([s for s in spans if s.kind == SpanKind.CLIENT]) == 1  # no backend was tried
     assert secret not in json.dumps([dict(s.attributes) for s in spans])
+
+
+async def test_a_resumed_stream_is_two_attempts_linked_by_the_resume(memory: Any) -> None:
+    """Stream resume (routing/resume.py): the cut leg and the continuation are two attempt
+    spans; the first says what came next, the second where it resumed from and why."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_router_resume import Replicas, cut, finish, replicas, run
+
+    from inference_core.router import RequestTrace
+
+    tel, exporter = memory
+    a = Replicas(cut("Hello", " wor"), finish("ld", "!"))
+    trace = RequestTrace(span=tel.start_request("chat", "m", stream=True))
+    chunks, trace = await run(replicas(a), trace=trace)
+    trace.span.end(trace, status=200)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello world!"
+    spans = exporter.get_finished_spans()
+    clients = [s for s in spans if s.kind == SpanKind.CLIENT]
+    cut_leg, resumed = sorted(clients, key=lambda s: s.attributes["inference.attempt"])
+    assert cut_leg.attributes["inference.attempt.outcome"] == "unavailable"
+    assert cut_leg.attributes["inference.attempt.next"] == "resume"
+    assert cut_leg.status.status_code == StatusCode.ERROR
+    assert resumed.attributes["inference.resume.from"] == "a"
+    assert resumed.attributes["inference.resume.reason"] == "unavailable"
+    assert resumed.attributes["inference.attempt.outcome"] == "ok"
+    assert cut_leg.attributes["server.address"] != resumed.attributes["server.address"]
+    (request,) = [s for s in spans if s.kind == SpanKind.SERVER]
+    assert request.attributes["gen_ai.usage.output_tokens"] == 4
+    assert resumed.end_time <= request.end_time

@@ -28,8 +28,9 @@ Attributes follow the OpenTelemetry GenAI semantic conventions (``gen_ai.operati
 ``output_tokens``, ``gen_ai.provider.name`` and the older ``gen_ai.system``,
 ``server.address`` / ``server.port``, ``error.type``), plus ``inference.*`` ones for the
 routing: ``inference.backend``, ``inference.replica`` (the index of the backend's URL, never
-the URL), ``inference.attempt.outcome``, ``inference.attempt.next`` (retry / fallback / none)
-and ``inference.fallback.reason``.  No URL, key or header value is ever recorded.
+the URL), ``inference.attempt.outcome``, ``inference.attempt.next`` (retry / fallback / resume /
+none), ``inference.fallback.reason`` and ``inference.resume.reason``.  No URL, key secret or
+header value is ever recorded.
 """
 
 from __future__ import annotations
@@ -277,6 +278,7 @@ class RequestSpan:
         "_failed_backend",
         "_failed_end",
         "_failed_kind",
+        "_failed_midstream",
         "_operation",
         "_recording",
         "_response_model",
@@ -295,6 +297,7 @@ class RequestSpan:
         self._failed_backend: str | None = None
         self._failed_kind: str | None = None
         self._failed_end = 0
+        self._failed_midstream = False
         self._response_model: str | None = None
         self._ended = False
         # not sampled (OTEL_TRACES_SAMPLER): no attempt spans, no attributes, nearly free
@@ -325,10 +328,15 @@ class RequestSpan:
             if port is not None:
                 attributes["server.port"] = port
         if self._failed is not None:
-            if self._failed_backend != backend:
-                attributes["inference.fallback.from"] = self._failed_backend
-                attributes["inference.fallback.reason"] = self._failed_kind
-            self._settle("retry" if self._failed_backend == backend else "fallback")
+            if self._failed_midstream:  # a stream cut after its first chunk, continued here
+                attributes["inference.resume.from"] = self._failed_backend
+                attributes["inference.resume.reason"] = self._failed_kind
+                self._settle("resume")
+            else:
+                if self._failed_backend != backend:
+                    attributes["inference.fallback.from"] = self._failed_backend
+                    attributes["inference.fallback.reason"] = self._failed_kind
+                self._settle("retry" if self._failed_backend == backend else "fallback")
         self._attempts += 1
         attributes["inference.attempt"] = self._attempts
         self._attempt = self._telemetry.tracer.start_span(
@@ -376,6 +384,7 @@ class RequestSpan:
         self._failed_backend = self._attempt_backend
         self._failed_kind = kind
         self._failed_end = time.time_ns()
+        self._failed_midstream = False
         self._attempt = None
 
     def attempt_end(self, error: Any = None) -> None:
@@ -386,13 +395,13 @@ class RequestSpan:
             self._attempt.set_attribute("inference.attempt.outcome", "ok")
             self._attempt.end()
             self._attempt = None
-        else:
+        else:  # cut mid-stream: settled by a resume's attempt, or "none" at the end
             self.attempt_failed(
                 getattr(error, "kind", type(error).__name__),
                 getattr(error, "message", ""),
                 getattr(error, "status", None),
             )
-            self._settle("none")
+            self._failed_midstream = True
 
     def _settle(self, following: str) -> None:
         failed = self._failed

@@ -30,3 +30,6 @@ class RequestTrace:
     span: Any = None
     """A :class:`~inference_core.telemetry.RequestSpan` when traces are on (set by the caller
     that owns the request); the executor and the routed stream report each attempt to it."""
+    resumes: list[Any] | None = None
+    """A stream cut after its first chunk: each resume tried
+    (:class:`~inference_core.routing.resume.StreamResume`), None when there was none."""
