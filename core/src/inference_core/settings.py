@@ -544,6 +544,9 @@ def _resolve_backend(
         model, src["model"] = (seed("VLLM_MODEL_NAME") or "").strip(), "VLLM_MODEL_NAME"
     elif is_local_target and seed("LOCAL_MODEL_NAME"):
         model, src["model"] = (seed("LOCAL_MODEL_NAME") or "").strip(), "LOCAL_MODEL_NAME"
+    elif plugin == "ollama" and seed("OLLAMA_MODEL"):
+        # compose.yaml's pull variable, after the seed's LOCAL_MODEL_NAME (never over it)
+        model, src["model"] = (seed("OLLAMA_MODEL") or "").strip(), "OLLAMA_MODEL"
     else:
         src["model"] = "default"
 
