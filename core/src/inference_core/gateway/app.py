@@ -46,6 +46,7 @@ from ..models import (
     WireModel,
 )
 from .errors import GatewayError, error_for, validation_error
+from .limits import RequestLimits, shown
 from .logs import ACCESS_LOGGER, LOGGER
 from .metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from .security import KeyChecker, Redactor, clean_request_id, collect_secrets, new_request_id
@@ -263,6 +264,7 @@ class Gateway:
         self.max_tokens = settings.max_tokens_cap
         self.max_n = settings.max_n
         self.max_inputs = settings.max_embed_inputs
+        self.limits = RequestLimits(settings)
         self.protect_metrics = settings.protect_metrics and self.keys.enabled
         self.protect_health = settings.protect_health and self.keys.enabled
         self.trace_cls = _trace_class()
@@ -428,7 +430,7 @@ class Gateway:
                 "path": scope["path"],
                 "status": status,
                 "backend": backend,
-                "model": model,
+                "model": shown(model),
                 "served_model": getattr(trace, "model", None) if trace is not None else None,
                 "stream": stream,
                 "latency_ms": round(duration * 1000, 3),
@@ -459,22 +461,7 @@ class Gateway:
         )
 
     def _check_caps(self, request: Any) -> None:
-        n = getattr(request, "n", None)
-        if n is not None:
-            self._cap(n, self.max_n, "n")
-        if isinstance(request, EmbeddingRequest):
-            if self.max_inputs and len(request.inputs) > self.max_inputs:
-                raise GatewayError(
-                    400,
-                    f"Invalid value for 'input': {len(request.inputs)} inputs is above this "
-                    f"gateway's limit of {self.max_inputs}.",
-                    param="input",
-                    code="invalid_value",
-                )
-            return
-        self._cap(request.max_tokens, self.max_tokens, "max_tokens")
-        self._cap(getattr(request, "max_completion_tokens", None), self.max_tokens,
-                  "max_completion_tokens")  # fmt: skip
+        self.limits.check(request)  # gateway/limits.py: every request cap
 
     async def _inference(
         self,
@@ -921,11 +908,15 @@ def create_app(
 
     from .. import __version__
 
+    docs = settings.docs  # INFERENCE_GATEWAY_DOCS: /docs, /redoc, /openapi.json off by default
     app = GatewayApp(
         title="inference-core gateway",
         version=__version__,
         description="OpenAI-compatible gateway over a fallback chain of inference backends.",
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.gateway = gateway
     app.state.gateway = gateway
