@@ -34,6 +34,7 @@ from inference_core.http import (
     request_body,
     send,
 )
+from inference_core.http.transport import StaleConnection
 from inference_core.models import BackendConfig, ChatChunk, ChatRequest, EmbeddingRequest, Health
 
 
@@ -340,7 +341,7 @@ async def test_send_resends_once_on_a_stale_pooled_connection():
     def handler(request):
         calls.append(request)
         if len(calls) == 1:
-            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+            raise StaleConnection("Server disconnected without sending a response.")
         return httpx.Response(200, json={"ok": True})
 
     async with client(handler) as http:
@@ -355,12 +356,23 @@ async def test_send_does_not_resend_twice_nor_other_protocol_errors():
 
     def stale(request):
         calls.append(1)
-        raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        raise StaleConnection("Server disconnected without sending a response.")
 
     async with client(stale) as http:
         with pytest.raises(BackendUnavailable, match="connection broken"):
             await send(http, "GET", "http://h/x", backend="x")
     assert len(calls) == 2
+
+    calls.clear()
+
+    def unknown(request):  # httpcore's words, but nobody says the connection was reused
+        calls.append(1)
+        raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+    async with client(unknown) as http:
+        with pytest.raises(BackendUnavailable):
+            await send(http, "POST", "http://h/x", backend="x", body={"a": 1})
+    assert len(calls) == 1
 
     calls.clear()
 

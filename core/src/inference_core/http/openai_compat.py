@@ -32,6 +32,7 @@ from ..models import (
 )
 from .errors import error_for_event, error_for_exception, error_for_response
 from .streams import iter_sse_data
+from .transport import StaleConnection
 
 __all__ = [
     "auth_headers",
@@ -46,8 +47,6 @@ __all__ = [
 ]
 
 W = TypeVar("W", bound=WireModel)
-
-_STALE_MARKERS = ("without sending a response", "Server disconnected")
 
 
 _URLS: dict[str, httpx.URL] = {}
@@ -86,9 +85,11 @@ async def send(
 ) -> httpx.Response:
     """Send one request; return a 2xx response or raise the mapped taxonomy error.
 
-    A request that fails on a reused keep-alive connection before any byte came back (the
+    A request that fails on a *reused* keep-alive connection before any byte came back (the
     server had closed it; llama.cpp does so after every stream) is resent once at once: nothing
-    was processed, so this is not a retry and does not count against the backend.  With
+    was processed, so this is not a retry and does not count against the backend.  Only the
+    lean transport can tell (:class:`~inference_core.http.transport.StaleConnection`); any other
+    failure, a fresh connection closed before the answer included, is never resent here.  With
     ``stream=True`` the caller owns the returned response and must ``aclose()`` it.
     """
     content = orjson.dumps(body) if body is not None else None
@@ -122,9 +123,10 @@ async def send(
             else:  # pragma: no cover - only on an httpx without the private helper
                 response = await http.send(request, stream=True)
             break
-        except httpx.RemoteProtocolError as exc:
-            if attempt == 1 and any(m in str(exc) for m in _STALE_MARKERS):
+        except StaleConnection as exc:
+            if attempt == 1:  # a reused connection the server had closed: nothing processed
                 continue
+            raise error_for_exception(exc, backend=backend) from None
             raise error_for_exception(exc, backend=backend) from None
         except (httpx.HTTPError, OSError) as exc:
             raise error_for_exception(exc, backend=backend) from None
