@@ -64,7 +64,8 @@ DEFAULT_BASE_URLS: dict[str, str | None] = {
 OPENAI_TIMEOUT_DEFAULT = 60.0
 LOCAL_TIMEOUT_DEFAULT = 120.0
 
-#: RouterPolicy field -> (variable, kind); kinds: int (>= 0), pos (> 0), nonneg (>= 0), bool
+#: RouterPolicy field -> (variable, kind); kinds: int (>= 0), int1 (>= 1), pos (> 0),
+#: nonneg (>= 0), fraction (0..1), bool
 POLICY_VARIABLES: dict[str, tuple[str, str]] = {
     "max_retries": ("INFERENCE_MAX_RETRIES", "int"),
     "backoff_base": ("INFERENCE_RETRY_BACKOFF", "nonneg"),
@@ -76,6 +77,8 @@ POLICY_VARIABLES: dict[str, tuple[str, str]] = {
     "breaker_threshold": ("INFERENCE_BREAKER_THRESHOLD", "int1"),
     "breaker_window": ("INFERENCE_BREAKER_WINDOW", "nonneg"),
     "breaker_cooldown": ("INFERENCE_BREAKER_COOLDOWN", "nonneg"),
+    "breaker_failure_rate": ("INFERENCE_BREAKER_FAILURE_RATE", "fraction"),
+    "breaker_min_requests": ("INFERENCE_BREAKER_MIN_REQUESTS", "int1"),
     "context_fallback": ("INFERENCE_CONTEXT_FALLBACK", "bool"),
 }
 
@@ -366,6 +369,11 @@ class Settings(BaseSettings):
                 policy_kwargs[fname] = parse_int(var, value, minimum=0)
             elif kind == "int1":
                 policy_kwargs[fname] = parse_int(var, value, minimum=1)
+            elif kind == "fraction":
+                rate = parse_float(var, value, positive=False)
+                if rate > 1:
+                    raise _fail(var, value, "above 1", "a fraction from 0 to 1, e.g. 0.25")
+                policy_kwargs[fname] = rate
             else:
                 policy_kwargs[fname] = parse_float(var, value, positive=kind == "pos")
         try:

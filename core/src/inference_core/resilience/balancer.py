@@ -111,6 +111,8 @@ class ReplicaSet:
                 policy.breaker_threshold,
                 policy.breaker_window,
                 policy.breaker_cooldown,
+                failure_rate=policy.breaker_failure_rate,
+                min_requests=policy.breaker_min_requests,
                 clock=clock,
             )
             replica = Replica(url, cfg, breaker, RateLimit(clock))
