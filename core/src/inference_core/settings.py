@@ -178,15 +178,23 @@ def parse_names(variable: str, value: str) -> list[str]:
 
 
 def mask_url(url: str) -> str:
-    """``url`` with any ``user:password@`` part replaced by ``****@`` (safe to print)."""
+    """``url`` safe to print: a ``user:password@`` part becomes ``****@``, every query value
+    ``****`` (``?key=****&token=****``: tokens travel there), a fragment is dropped."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable URL>"
-    if "@" not in parts.netloc:
+    if "@" not in parts.netloc and not parts.query and not parts.fragment:
         return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"****@{host}"))
+    if "@" in parts.netloc:
+        parts = parts._replace(netloc="****@" + parts.netloc.rsplit("@", 1)[1])
+    if parts.query:
+        masked = [
+            (item.split("=", 1)[0] + "=****") if item else item
+            for item in parts.query.replace(";", "&").split("&")
+        ]
+        parts = parts._replace(query="&".join(masked))
+    return urlunsplit(parts._replace(fragment=""))
 
 
 def parse_url(variable: str, value: str) -> str:

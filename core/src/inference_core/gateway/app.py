@@ -49,7 +49,15 @@ from .errors import GatewayError, error_for, validation_error
 from .limits import RequestLimits, shown
 from .logs import ACCESS_LOGGER, LOGGER
 from .metrics import CONTENT_TYPE_LATEST, GatewayMetrics
-from .security import KeyChecker, Redactor, clean_request_id, collect_secrets, new_request_id
+from .security import (
+    KeyChecker,
+    Redactor,
+    clean_request_id,
+    collect_addresses,
+    collect_secrets,
+    new_request_id,
+    public_health,
+)
 from .settings import GatewaySettings
 
 __all__ = ["GatewayApp", "create_app"]
@@ -257,7 +265,9 @@ class Gateway:
         self.router = router
         self.settings = settings
         self.keys = KeyChecker(k.get_secret_value() for k in settings.api_keys)
-        self.redact = Redactor(collect_secrets(router, settings.api_keys))
+        secrets = collect_secrets(router, settings.api_keys)
+        self.redact = Redactor(secrets)  # logs: secrets out, addresses kept
+        self.public = Redactor(secrets, collect_addresses(router))  # clients: addresses out too
         self.metrics: GatewayMetrics | None = GatewayMetrics() if settings.metrics else None
         self.access = settings.access_log
         self.max_body = settings.max_body_bytes
@@ -528,7 +538,7 @@ class Gateway:
             return
         except Exception as exc:
             self._log_error(exc, rid, scope["path"])
-            status, body, extra = error_for(exc, self.redact)
+            status, body, extra = error_for(exc, self.public)
             error = getattr(exc, "message", None) or type(exc).__name__
             overhead = perf_counter() - t0 - waited
             backend = getattr(trace, "backend", None) if trace is not None else None
@@ -670,7 +680,7 @@ class Gateway:
             except Exception as exc:
                 # after the first byte: an in-band error event and no [DONE]
                 self._log_error(exc, rid, scope["path"])
-                _st, body, _h = error_for(exc, self.redact)
+                _st, body, _h = error_for(exc, self.public)
                 buf.append(b"data: " + body + b"\n\n")
                 error = getattr(exc, "message", None) or type(exc).__name__
                 if self.metrics is not None:
@@ -718,7 +728,7 @@ class Gateway:
             )  # fmt: skip
         except Exception as exc:
             self._log_error(exc, rid, scope["path"])
-            status, body, extra = error_for(exc, self.redact)
+            status, body, extra = error_for(exc, self.public)
             error = getattr(exc, "message", None) or type(exc).__name__
             await self._send_json(
                 send, status, body, rid.encode(), _NONE, (perf_counter() - t0) * 1000, extra
@@ -749,8 +759,8 @@ class Gateway:
                 overall = "unavailable"
             if self.metrics is not None:
                 self.metrics.update_from_health(backends)
-            payload = {"status": overall, "ready": ready, "backends": backends}
-            return 200, orjson.dumps(self.redact.deep(payload), default=_json_default)
+            payload = {"status": overall, "ready": ready, "backends": public_health(backends)}
+            return 200, orjson.dumps(self.public.deep(payload), default=_json_default)
 
         await self._simple(scope, send, "health", produce, protected=self.protect_health)
 
@@ -1075,7 +1085,7 @@ def _install_handlers(app: FastAPI, gateway: Gateway) -> None:
     async def unexpected(request: Request, exc: Exception) -> Response:
         rid = clean_request_id(request.headers.get("x-request-id", "").encode()) or new_request_id()
         gateway._log_error(exc, rid, request.url.path)
-        status, body, extra = error_for(exc, gateway.redact)
+        status, body, extra = error_for(exc, gateway.public)
         headers = {k.decode(): v.decode() for k, v in extra}
         headers.update({"x-request-id": rid, "x-inference-backend": "none",
                         "x-inference-overhead-ms": "0.000"})  # fmt: skip
