@@ -121,7 +121,17 @@ def test_chat_streams_tokens_in_order():
 
 def test_chat_options_no_stream_system_max_tokens():
     result = run(
-        ["chat", "hi", "--no-stream", "--system", "be brief", "--max-tokens", "9", "-m", "x"],
+        [
+            "chat",
+            "hi",
+            "--no-stream",
+            "--system",
+            "be brief",
+            "--max-tokens",
+            "9",
+            "-m",
+            "echo-model",
+        ],
         env={"INFERENCE_PROVIDER": "echo"},
         extra={"echo": Echo()},
     )

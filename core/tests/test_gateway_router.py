@@ -119,6 +119,7 @@ ENV = {
     "INFERENCE_UP_BASE_URL": "http://up.test",
     "INFERENCE_UP_API_KEY": SECRET,
     "INFERENCE_UP_MODEL": "up-model",
+    "INFERENCE_UP_ALIASES": "alias=up-model",
     "INFERENCE_SECOND_BASE_URL": "http://second.test",
     "INFERENCE_SECOND_MODEL": "second-model",
     "INFERENCE_MAX_RETRIES": "1",
@@ -240,7 +241,7 @@ async def test_truncated_upstream_stream_ends_in_band(build: Any, upstreams: Ups
 async def test_embeddings_models_health_ready(build: Any, upstreams: Upstreams) -> None:
     app, router = build()
     async with app.router.lifespan_context(app), client(app) as c:
-        emb = await c.post("/v1/embeddings", json={"input": ["a", "b"], "model": "e"})
+        emb = await c.post("/v1/embeddings", json={"input": ["a", "b"], "model": "alias"})
         models = await c.get("/v1/models")
         health = await c.get("/v1/health/inference?refresh=true")
         ready = await c.get("/ready")
@@ -251,10 +252,13 @@ async def test_embeddings_models_health_ready(build: Any, upstreams: Upstreams) 
         metrics_down = (await c.get("/metrics")).text
     assert emb.status_code == 200
     assert len(emb.json()["data"]) == 2
-    assert {(m["id"], m["backend"]) for m in models.json()["data"]} == {
+    assert {(m["id"], m["owned_by"]) for m in models.json()["data"]} == {
         ("up.test-m", "up"),
+        ("up-model", "up"),  # its default model (INFERENCE_UP_MODEL), with its alias
         ("second.test-m", "second"),
+        ("second-model", "second"),
     }
+    assert [m.get("aliases") for m in models.json()["data"] if m["id"] == "up-model"] == [["alias"]]
     detail = health.json()
     assert detail["status"] == "ok"
     assert detail["ready"] is True
@@ -282,7 +286,9 @@ async def test_model_routing_and_strict_unknown_model(build: Any, upstreams: Ups
         unknown = await c.post("/v1/chat/completions", json={"model": "huge", "messages": MSG})
     assert big.status_code == 200
     assert big.headers["x-inference-backend"] == "second"  # routed by alias, not chain order
-    assert json.loads(upstreams.requests[-1].content)["model"] == "second-big"
+    posts = [r for r in upstreams.requests if r.method == "POST"]
+    assert json.loads(posts[-1].content)["model"] == "second-big"
+    assert len(posts) == 1  # the unknown model reached no backend
     assert unknown.status_code == 404
     err = unknown.json()["error"]
     assert err["code"] == "model_not_found"

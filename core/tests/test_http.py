@@ -418,12 +418,24 @@ def test_create_client_defaults():
 
 def test_request_body_maps_the_model_and_keeps_extras_without_mutating():
     request = ChatRequest(model="alias", messages=[{"role": "user", "content": "x"}], top_k=5)
-    cfg = BackendConfig(name="v", model="real", base_urls=("http://h",))
+    cfg = BackendConfig(
+        name="v", model="real", aliases={"alias": "aliased"}, base_urls=("http://h",)
+    )
     body = request_body(request, cfg)
-    assert body["model"] == "real"
+    assert body["model"] == "aliased"
     assert body["top_k"] == 5
     assert "temperature" not in body
     assert request.model == "alias"
+
+
+@pytest.mark.parametrize(
+    ("asked", "sent"),
+    [("default", "real"), ("other-model", "other-model"), ("alias", "aliased")],
+)
+def test_model_for_the_configured_model_is_a_default_not_an_override(asked, sent):
+    cfg = BackendConfig(name="v", model="real", aliases={"alias": "aliased"})
+    assert cfg.model_for(asked) == sent
+    assert BackendConfig(name="v").model_for("default") == "default"
 
 
 def _chunk(i: int) -> bytes:

@@ -616,11 +616,20 @@ async def test_list_models_is_the_union_tagged_by_backend():
     def models(*ids):
         return httpx.Response(200, json={"object": "list", "data": [{"id": i} for i in ids]})
 
-    a, b = Server(models("x", "y")), Server(models("y", "z"))
+    a, b = Server(), Server()
+    a.models, b.models = ["x", "y"], ["y", "z"]
     router = build(two(a, b))
     async with router:
         out = await router.list_models()
-    assert [(m.id, m.backend) for m in out] == [("x", "a"), ("y", "a"), ("z", "b")]
+    # each model once per backend that serves it (its configured default model included)
+    assert [(m.id, m.owned_by) for m in out] == [
+        ("x", "a"),
+        ("y", "a"),
+        ("a-model", "a"),
+        ("y", "b"),
+        ("z", "b"),
+        ("b-model", "b"),
+    ]
 
 
 async def test_embed_falls_back_and_maps_the_model():
@@ -633,9 +642,10 @@ async def test_embed_falls_back_and_maps_the_model():
     )
     router = build(two(a, b), policy=NO_RETRY)
     async with router:
-        emb = await router.embed({"input": "hello", "model": "text-embedding-3-small"})
+        emb = await router.embed({"input": "hello", "model": "a-model"})
     assert emb.data[0].embedding == [0.1, 0.2]
-    assert b.bodies[0]["model"] == "b-model"
+    assert a.bodies[0]["model"] == "a-model"
+    assert b.bodies[0]["model"] == "b-model"  # the rest of the chain: its own default
 
 
 async def test_complete_routes_through_the_same_loop():
@@ -679,10 +689,14 @@ async def test_backends_that_declare_the_model_are_tried_first():
         t1, t2, t3 = RequestTrace(), RequestTrace(), RequestTrace()
         await router.chat(req("gpt-4o"), trace=t1)
         await router.chat(req("other"), trace=t2)
-        await router.chat(req("unknown"), trace=t3)
+        await router.chat(req("default"), trace=t3)
+        with pytest.raises(ModelNotFound) as info:
+            await router.chat(req("unknown"))
     assert (t1.backend, t1.model) == ("b", "big-70b")
     assert (t2.backend, t2.model) == ("c", "other")
-    assert t3.backend == "a"  # not declared anywhere: plain chain order
+    assert (t3.backend, t3.model) == ("a", "small")  # default: plain chain order
+    assert info.value.status == 404  # served nowhere: never another model's answer
+    assert not [body for s in (a, b, c) for body in s.bodies if body["model"] == "unknown"]
 
 
 async def test_a_declaring_backend_that_fails_falls_back_to_the_rest_of_the_chain():
@@ -707,11 +721,11 @@ async def test_strict_models_rejects_undeclared_models_except_default():
     router = Router(settings, plugin_set({"a": CompatPlugin()}), transport=transport({"a.test": a}))
     async with router:
         with pytest.raises(ModelNotFound) as info:
-            await router.chat(req("gpt-4o"))
+            await router.chat(req("smal"))
         await router.chat(req("fast"))
         await router.chat(req("default"))
     assert info.value.status == 404
-    assert "small" in info.value.message
+    assert "small" in info.value.message  # close names are suggested
     assert not a.bodies[2:]  # nothing else reached the backend
     assert [body["model"] for body in a.bodies] == ["small-q4", "small"]
 
@@ -724,7 +738,7 @@ async def test_a_plugin_that_rewrites_request_model_does_not_leak_it_to_the_fall
             raise BackendUnavailable("down", backend="a")
 
     b = Server()
-    configs = [config("a"), config("b", model=None)]
+    configs = [config("a", models=("*",)), config("b", models=("*",))]
     router = build({"b.test": b}, configs=configs, plugins={"a": Rude(), "b": CompatPlugin()})
     async with router:
         await router.chat(req("gpt-alias"))

@@ -120,7 +120,7 @@ def test_sync_router_streams_as_a_blocking_iterator():
     router, _ = make(srv=srv)
     with SyncRouter(router) as sync:
         chunks = list(
-            sync.create_chat_completion([{"role": "user", "content": "x"}], "m", stream=True)
+            sync.create_chat_completion([{"role": "user", "content": "x"}], "default", stream=True)
         )
         assert [c["object"] for c in chunks] == ["chat.completion.chunk"] * 4
         assert router.in_flight == 0
@@ -147,4 +147,4 @@ def test_sync_router_raises_the_taxonomy_errors():
     env = {k: v for k, v in ENV.items() if k != "ENABLE_FALLBACK"}
     router, _ = make(env)
     with SyncRouter(router) as sync, pytest.raises(AllBackendsFailed):
-        sync.create_chat_completion([{"role": "user", "content": "hi"}], "m")
+        sync.create_chat_completion([{"role": "user", "content": "hi"}], "default")

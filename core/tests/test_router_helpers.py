@@ -183,6 +183,9 @@ class Server:
         self.bodies: list[dict[str, Any]] = []
         self.health: Reply = httpx.Response(200, json={"status": "ok"})
         self.health_calls = 0
+        self.models: list[str] = []
+        """What ``GET /v1/models`` lists (the router's catalog reads it; not recorded)."""
+        self.models_calls = 0
 
     def then(self, *replies: Reply) -> Server:
         self.script.extend(replies)
@@ -192,6 +195,10 @@ class Server:
         if request.url.path in ("/health", "/v1/health"):
             self.health_calls += 1
             return await _realise(self.health, request)
+        if request.url.path == "/v1/models":
+            self.models_calls += 1
+            data = [{"id": m, "object": "model", "owned_by": "test"} for m in self.models]
+            return httpx.Response(200, json={"object": "list", "data": data}, request=request)
         self.requests.append(request)
         if request.content:
             self.bodies.append(json.loads(request.content))
@@ -310,7 +317,7 @@ def build(
     )
 
 
-def req(model: str = "gpt-alias", stream: bool = False, **kw: Any) -> ChatRequest:
+def req(model: str = "default", stream: bool = False, **kw: Any) -> ChatRequest:
     return ChatRequest(
         model=model, messages=[{"role": "user", "content": "hello"}], stream=stream, **kw
     )

@@ -143,9 +143,10 @@ async def test_harness_returns_none_for_a_missing_hook():
 
 
 def test_fixtures_of_the_pytest11_plugin(inference_config, inference_harness):
-    cfg = inference_config("fx", model="m")
+    cfg = inference_config("fx", model="m", aliases={"alias": "m2"})
     assert cfg.name == "fx"
-    assert cfg.model_for("alias") == "m"
+    assert cfg.model_for("default") == "m"
+    assert cfg.model_for("alias") == "m2"
     assert inference_harness(GoodPlugin(), "fx").implements("embed")
 
 

@@ -291,6 +291,9 @@ class BackendConfig(BaseModel):
     timeout: float = 60.0
     connect_timeout: float = 5.0
     aliases: dict[str, str] = Field(default_factory=dict)
+    models: tuple[str, ...] = ()
+    """Models declared served (``INFERENCE_<NAME>_MODELS``): names, or ``("*",)`` for a
+    backend that accepts any name; merged with what its ``list_models`` hook reports."""
     options: dict[str, str | SecretStr] = Field(default_factory=dict)
 
     @property
@@ -298,17 +301,22 @@ class BackendConfig(BaseModel):
         """The URL this call should use (the first replica), without a trailing slash."""
         return self.base_urls[0].rstrip("/") if self.base_urls else None
 
-    def model_for(self, requested: str | None) -> str:
-        """Map a request's model alias onto this backend's own model name.
+    def model_for(self, requested: str | None, *, default: str | None = None) -> str:
+        """The name to send this backend for the model a request names.
 
-        Order: an explicit alias entry, then the backend's configured model (so a fallback never
-        receives another backend's model name), then the requested name itself.
+        An alias entry (``INFERENCE_<NAME>_ALIASES``) maps to its model; no model or
+        ``default`` is ``default`` when given (e.g. a plugin's ``EMBED_MODEL`` option for
+        embeddings), else this backend's default model (``INFERENCE_<NAME>_MODEL``, else
+        ``"default"``, which the plugin resolves, e.g. to the one model its server serves);
+        any other name is sent as it is.  The configured model is the backend's *default*,
+        never an override of a name the client asked for.  (The router resolves names before
+        it calls a hook, so a plugin usually receives the concrete name already.)
         """
         if requested and requested in self.aliases:
             return self.aliases[requested]
-        if self.model:
-            return self.model
-        return requested or "default"
+        if not requested or requested == "default":
+            return default or self.model or "default"
+        return requested
 
     def option(self, key: str, default: str | None = None) -> str | None:
         """A plugin-declared option as plain text (secrets revealed: do not log the result).

@@ -1,30 +1,21 @@
-"""The router: one request, a chain of backends, and the rules for moving along it.
+"""The router: the public face of routing (its parts live in :mod:`inference_core.routing`).
 
 :class:`Router` owns the pooled ``httpx.AsyncClient``, the plugins' lifecycle hooks, the health
-monitor, a circuit breaker per backend replica and the only retry loop of the stack.  For every
-request it walks the chain (provider first, then the fallback chain when enabled, healthy
-backends before those marked down or with an open breaker, which are still tried last, never
-refused):
+monitor, the model catalog and a circuit breaker per backend replica.  A request goes:
 
-* retryable failures (unavailable, timeout, 429) are retried on the same backend with
-  exponential backoff and full jitter, ``Retry-After`` honoured up to ``retry_after_cap``
-  (longer: fall back at once), at most ``max_retries`` times;
-* a 429 is remembered per replica until its ``Retry-After`` (or a short doubling default):
-  while another replica or backend that is healthy and not rate limited remains, the request
-  moves on at once instead of waiting, and later requests try the rate-limited backend after
-  the healthy ones (never refused) until the time passes; only a last option is waited for;
-* failures whose class says ``fallback`` move on to the next backend; a plain bad request is
-  answered as is (it would be wrong everywhere);
-* one ``request_deadline`` bounds all of it; ``first_token_timeout`` bounds each try up to a
-  non-stream answer or a stream's first chunk, ``idle_timeout`` the gaps between chunks;
-* when every backend failed: :class:`~inference_core.errors.AllBackendsFailed` listing each
-  attempt (or the last bad request, when nothing but bad requests came back).
+1. :meth:`Router.chat` / :meth:`~Router.complete` / :meth:`~Router.embed` validate it;
+2. the :class:`~inference_core.routing.planner.Planner` turns the model it names into the
+   ordered (backend, model) steps to try, from the
+   :class:`~inference_core.routing.catalog.ModelCatalog` (a name nobody serves is a 404
+   :class:`~inference_core.errors.ModelNotFound` after one catalog refresh);
+3. the :class:`~inference_core.routing.executor.Executor` tries the steps (health order,
+   retries, deadlines, breakers, rate-limit memory, fallback) and returns the answer, or for a
+   stream a :class:`~inference_core.routing.stream.RoutedStream` whose first chunk it already
+   received.
 
-Each backend gets ``config.model_for(request.model)`` through its plugin (the shared
-``openai_compat`` helpers map it); the request object itself is never changed.
-
-:class:`SyncRouter` runs a router on an event loop in a background thread, for scripts and for
-synchronous code inside applications that already run a loop.
+``docs/routing.md`` states the routing rule with examples; ``docs/resilience.md`` the retry and
+fallback rules.  :class:`SyncRouter` runs a router on an event loop in a background thread, for
+scripts and for synchronous code inside applications that already run a loop.
 """
 
 from __future__ import annotations
@@ -33,27 +24,13 @@ import asyncio
 import contextlib
 import logging
 import random
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from .errors import (
-    AllBackendsFailed,
-    Attempt,
-    AuthenticationFailed,
-    BackendTimeout,
-    BackendUnavailable,
-    BadRequest,
-    CapabilityNotSupported,
-    ContextLengthExceeded,
-    InferenceError,
-    ModelNotFound,
-    RateLimited,
-)
+from .errors import BadRequest, InferenceError
 from .models import (
     BackendConfig,
     ChatRequest,
@@ -61,88 +38,40 @@ from .models import (
     EmbeddingRequest,
     EmbeddingResponse,
     ModelInfo,
-    Usage,
 )
-from .resilience.balancer import Replica, ReplicaSet, strip_credentials
-from .resilience.deadline import Guard, Watchdog
+from .resilience.balancer import Replica, ReplicaSet
+from .resilience.deadline import Watchdog
 from .resilience.health_monitor import BackendStatus, HealthMonitor, StateChange
 from .resilience.policy import RouterPolicy
-from .resilience.retry import retry_delay
+from .routing.backend import BackendEntry, scrub
+from .routing.catalog import ModelCatalog
+from .routing.executor import Executor
+from .routing.planner import Miss, Planner
+from .routing.sync import SyncRouter, seed_health
+from .routing.trace import RequestTrace
 
 if TYPE_CHECKING:
     import httpx
 
     from .models import ChatChunk, ChatResponse, CompletionResponse
 
-__all__ = ["RequestTrace", "Router", "StateChange", "SyncRouter"]
+__all__ = ["RequestTrace", "Router", "StateChange", "SyncRouter", "seed_health"]
 
 logger = logging.getLogger("inference_core.router")
-
-#: Failures that say a backend is sick: they count toward its breaker.
-_SICK = (BackendUnavailable, BackendTimeout, AuthenticationFailed)
 
 StateListener = Callable[..., None]
 """``listener(backend: str, *, state: str, breaker: str, change: StateChange)``."""
 
 
-@dataclass
-class RequestTrace:
-    """What happened to one request; filled by the router, read by the gateway/CLI/metrics."""
-
-    request_id: str = ""
-    backend: str | None = None
-    """The backend that served (None when none did)."""
-    model: str | None = None
-    """The model name that backend was asked for."""
-    attempts: list[Attempt] = field(default_factory=list)
-    """Every failed try, in order (the successful one is not listed)."""
-    retries: int = 0
-    fallbacks: int = 0
-    usage: Usage | None = None
-    """Token usage when known (a non-stream answer, or the stream's usage chunk)."""
-
-
-class _Backend:
-    """The router's view of one chain entry."""
-
-    __slots__ = (
-        "callers",
-        "config",
-        "context_length",
-        "hooks",
-        "load_error",
-        "name",
-        "replicas",
-        "started",
-        "status",
-    )
-
-    def __init__(self, name: str, hooks: Any, config: BackendConfig | None) -> None:
-        self.name = name
-        self.hooks = hooks
-        self.load_error: str | None = None
-        self.started = False
-        self.status = BackendStatus()
-        self.callers: dict[str, Any] = {}
-        if hooks is not None:
-            for op in ("chat", "complete", "embed", "list_models", "health"):
-                self.callers[op] = getattr(hooks, op, None)
-        self.config = config or BackendConfig(name=name)
-        self.context_length: int | None = None
-        self.replicas: ReplicaSet  # set by Router._configure
-
-    @property
-    def usable(self) -> bool:
-        return self.load_error is None and self.hooks is not None
-
-
 class Router:
-    """Route requests over the configured chain of backends. See the module docstring.
+    """Route requests over the configured backends. See the module docstring.
 
     Build it with :meth:`from_env` (or :meth:`from_settings`); ``Router(settings, plugins)``
     takes any object with ``chain``, ``policy``, ``health_check_interval``,
-    ``health_check_timeout`` and ``backend(name)``, and any object with ``backends`` (name ->
-    hook callers) and ``reports``.  ``clock``, ``sleep`` and ``rand`` are injectable for tests.
+    ``health_check_timeout`` and ``backend(name)`` (optionally ``enable_fallback``,
+    ``strict_models``, ``model_fallbacks``, ``models_refresh``), and any object with
+    ``backends`` (name -> hook callers) and ``reports``.  ``clock``, ``sleep`` and ``rand``
+    are injectable for tests.
     """
 
     def __init__(
@@ -160,8 +89,6 @@ class Router:
         self.policy: RouterPolicy = getattr(settings, "policy", None) or RouterPolicy()
         self._transport = transport
         self._clock = clock
-        self._sleep = sleep
-        self._rand = rand
         self._http: httpx.AsyncClient | None = None
         self._listeners: list[StateListener] = []
         self._start_lock: asyncio.Lock | None = None
@@ -177,20 +104,17 @@ class Router:
             timeout=float(getattr(settings, "health_check_timeout", 5.0)),
             emit=self._emit,
         )
-        # a request kept waiting longer than a health check may take triggers a probe
-        self._slow_after = self.monitor.timeout
+        self.monitor.on_checked = self._checked
         self._watchdog = Watchdog(
             tick=max(0.001, min(0.1, shortest / 20)),
             on_slow=self.monitor.poke,
             on_tick=self._tick,
         )
-        # replicas whose rate limit was announced to the listeners and has not ended yet
-        self._limited: dict[Replica, _Backend] = {}
         load_errors = {
             r.name: r.error for r in getattr(plugins, "reports", ()) if getattr(r, "error", None)
         }
         loaded = getattr(plugins, "backends", {})
-        self._backends: dict[str, _Backend] = {}
+        self._backends: dict[str, BackendEntry] = {}
         for name in settings.chain:
             if name in self._backends:
                 continue
@@ -201,17 +125,38 @@ class Router:
                 config = settings.backend(name)
             except InferenceError as exc:
                 error = exc.message
-            backend = _Backend(name, hooks, config)
+            backend = BackendEntry(name, hooks, config)
             if hooks is None:
                 error = error or load_errors.get(name) or "the backend's plugin did not load"
             backend.load_error = error
             self._configure(backend, backend.config)
             self._backends[name] = backend
-        self._chain: list[_Backend] = list(self._backends.values())
-        self._live: list[_Backend] = [b for b in self._chain if b.usable]
-        self._strict_models = bool(getattr(settings, "strict_models", False))
-        self._model_order: dict[str, list[_Backend]] = {}
-        self._index_models()
+        self._chain: list[BackendEntry] = list(self._backends.values())
+        self._live: list[BackendEntry] = [b for b in self._chain if b.usable]
+        refresh = float(getattr(settings, "models_refresh", 10.0) or 10.0)
+        self.catalog = ModelCatalog(
+            self._live, self._list_backend, timeout=self.monitor.timeout, refresh_gap=refresh
+        )
+        self.planner = Planner(
+            self.catalog,
+            self._live,
+            self._backends,
+            fallbacks=getattr(settings, "model_fallbacks", None) or {},
+            enable_fallback=bool(getattr(settings, "enable_fallback", True)),
+            strict=bool(getattr(settings, "strict_models", False)),
+        )
+        self.executor = Executor(
+            policy=self.policy,
+            monitor=self.monitor,
+            watchdog=self._watchdog,
+            catalog=self.catalog,
+            emit=self._emit,
+            http=lambda: self._http,
+            done=self._done,
+            clock=clock,
+            sleep=sleep,
+            rand=rand,
+        )
 
     # ------------------------------------------------------------------------ construction
 
@@ -255,7 +200,7 @@ class Router:
         )
         return cls(settings, plugins, transport=transport)
 
-    def _configure(self, backend: _Backend, config: BackendConfig) -> None:
+    def _configure(self, backend: BackendEntry, config: BackendConfig) -> None:
         backend.config = config
         raw = config.options.get("context_length")
         try:
@@ -290,7 +235,8 @@ class Router:
         return self._http
 
     async def start(self) -> None:
-        """Create the pooled client, run each backend's ``startup`` hook, start health checks.
+        """Create the pooled client, run each backend's ``startup`` hook, start health checks
+        (each check of a ready backend also refreshes its models in the catalog).
 
         A ``startup`` that raises marks that backend failed (``load_error``); the others go on.
         """
@@ -307,13 +253,18 @@ class Router:
             self._http = create_client(connect_timeout=connect, transport=self._transport)
             await asyncio.gather(*(self._startup(b) for b in self._live))
             self._live = [b for b in self._chain if b.usable]
-            self._index_models()
+            self.catalog.reopen()
+            self.catalog.set_backends(self._live)
+            self.planner.set_chain(self._live)
+            # what each backend serves, before the first request is routed (bounded by the
+            # health-check timeout; a backend that cannot answer yet is learnt later)
+            await self.catalog.refresh_all()
             self._watchdog.start()
             self.monitor.start()
             self._closed = False
             self._started = True
 
-    async def _startup(self, backend: _Backend) -> None:
+    async def _startup(self, backend: BackendEntry) -> None:
         hooks = backend.hooks
         starter = getattr(hooks, "startup", None)
         if starter is None:
@@ -325,7 +276,7 @@ class Router:
             raise
         except Exception as exc:
             message = exc.message if isinstance(exc, InferenceError) else type(exc).__name__
-            backend.load_error = self._scrub(f"startup failed: {message}", backend.config)
+            backend.load_error = scrub(f"startup failed: {message}", backend.config)
             logger.error("backend %s: %s", backend.name, backend.load_error)
             logger.debug("startup hook of %s raised", backend.name, exc_info=True)
             self.monitor.remove(backend.name)
@@ -336,8 +287,8 @@ class Router:
             self._configure(backend, result)
 
     async def aclose(self, drain_timeout: float | None = 30.0) -> None:
-        """Wait up to ``drain_timeout`` s for in-flight requests, stop health checks, call the
-        ``shutdown`` hooks and close the pool."""
+        """Wait up to ``drain_timeout`` s for in-flight requests, stop health checks and
+        catalog refreshes, call the ``shutdown`` hooks and close the pool."""
         if not self._started:
             return
         self._closed = True
@@ -354,6 +305,7 @@ class Router:
                 )
             self._drained = None
         await self.monitor.stop()
+        await self.catalog.aclose()
         await self._watchdog.stop()
         for backend in self._chain:
             if not backend.started:
@@ -415,9 +367,12 @@ class Router:
             await self.start()
         if trace is None:
             trace = RequestTrace()
+        steps = self.planner.plan(request.model)
+        if type(steps) is Miss:
+            steps = await self._after_miss(request.model)
         self.in_flight += 1
         try:
-            result = await self._route(op, request, trace, stream)
+            result = await self.executor.run(op, request, trace, stream, steps, self._chain)
         except BaseException:
             self._done()
             raise
@@ -425,351 +380,13 @@ class Router:
             self._done()
         return result
 
-    def _index_models(self) -> None:
-        """Model routing: which backends declare each model name (alias key or ``_MODEL``)."""
-        index: dict[str, list[_Backend]] = {}
-        for b in self._live:
-            names = set(b.config.aliases)
-            if b.config.model:
-                names.add(b.config.model)
-            for name in names:
-                index.setdefault(name, []).append(b)
-        # per declared model: its backends first (chain order), then the rest of the chain
-        self._model_order = {
-            name: backends + [b for b in self._live if b not in backends]
-            for name, backends in index.items()
-        }
-
-    def _order(self, model: str | None = None) -> list[_Backend]:
-        """The backends to try, in order.
-
-        Backends that declare ``model`` come first, then the rest of the chain; within that
-        order, healthy ones first, then healthy ones that are rate limited (a 429 whose
-        ``Retry-After`` has not passed), then those marked down / loading / with an open
-        breaker (still tried, last, never refused).
-        """
-        if self._limited:
-            self._expire_rate_limits()
-        good: list[_Backend] = []
-        limited: list[_Backend] = []
-        later: list[_Backend] = []
-        for b in self._model_order.get(model, self._live) if model else self._live:
-            state = b.status.state
-            if (state == "ready" or state == "unknown") and b.replicas.available():
-                if b.replicas.rate_limited():
-                    limited.append(b)
-                else:
-                    good.append(b)
-            else:
-                later.append(b)
-        if limited:
-            good.extend(limited)
-        if later:
-            good.extend(later)
-        return good
-
-    @staticmethod
-    def _free_after(order: list[_Backend], index: int, context_floor: int | None) -> bool:
-        """True when a backend after ``order[index]`` would take the request now: healthy,
-        its breaker closed (or half-open and free), some replica not rate limited."""
-        for b in order[index + 1 :]:
-            size = b.context_length
-            if context_floor is not None and size is not None and size <= context_floor:
-                continue  # would be skipped
-            state = b.status.state
-            if (state == "ready" or state == "unknown") and b.replicas.has_free():
-                return True
-        return False
-
-    async def _route(self, op: str, request: Any, trace: RequestTrace, stream: bool) -> Any:
-        policy = self.policy
-        clock = self._clock
-        deadline = clock() + policy.request_deadline
-        attempts = trace.attempts
-        errors: list[InferenceError] = []
-        context_floor: int | None = None
-        watchdog = self._watchdog
-        guard = Guard()
-        tried = 0
-        model = request.model
-        if self._strict_models and model not in self._model_order and model != "default":
-            known = ", ".join(sorted(self._model_order)) or "none"
-            raise ModelNotFound(
-                f"unknown model {model!r}; this gateway serves: {known}", model=model
-            )
-        order = self._order(model)
-        last_index = len(order) - 1
-        for index, backend in enumerate(order):
-            size = backend.context_length
-            if context_floor is not None and size is not None and size <= context_floor:
-                logger.debug(
-                    "skipping %s: context %d is not larger than %d",
-                    backend.name,
-                    size,
-                    context_floor,
-                )
-                continue
-            if tried:
-                trace.fallbacks += 1
-            tried += 1
-            caller = backend.callers.get(op)
-            retry = 0
-            while True:
-                sent_at = clock()
-                remaining = deadline - sent_at
-                if remaining <= 0:
-                    if not attempts or attempts[-1].backend != backend.name:
-                        attempts.append(
-                            Attempt(
-                                backend.name,
-                                "timeout",
-                                f"not tried: the request deadline of "
-                                f"{policy.request_deadline:g}s ran out",
-                            )
-                        )
-                    raise AllBackendsFailed(list(attempts), last=errors[-1] if errors else None)
-                if request.model != model:  # a plugin changed the shared request: undo it
-                    logger.warning("a plugin changed request.model; restoring %r", model)
-                    request.model = model
-                replica = backend.replicas.pick()
-                breaker = replica.breaker
-                trial = breaker.on_attempt()
-                replica.outstanding += 1
-                first_token = policy.first_token_timeout
-                budget = remaining if remaining < first_token else first_token
-                watchdog.arm(guard, budget, self._slow_after, backend.name)
-                try:
-                    result = await self._once(op, caller, backend, replica, request, stream)
-                except asyncio.CancelledError:
-                    replica.outstanding -= 1
-                    if not guard.expired_by_us():
-                        breaker.on_neutral(trial)
-                        raise  # the client went away: propagate at once, no fallback
-                    if budget < first_token:
-                        what = f"the request deadline of {policy.request_deadline:g}s ran out"
-                    else:
-                        what = f"no answer within the first-token timeout of {first_token:g}s"
-                    error: InferenceError = BackendTimeout(what, backend=backend.name)
-                except InferenceError as exc:
-                    replica.outstanding -= 1
-                    error = exc
-                except Exception as exc:
-                    replica.outstanding -= 1
-                    logger.debug("backend %s raised", backend.name, exc_info=True)
-                    error = BackendUnavailable(
-                        f"the plugin raised {type(exc).__name__}", backend=backend.name
-                    )
-                else:
-                    breaker.on_success(trial)
-                    if replica.rate_limit.streak:  # it answered: the rate limit is over
-                        self._answered(backend, replica, sent_at)
-                    if backend.status.state == "down":  # it answered: re-check it now
-                        self.monitor.poke(backend.name)
-                    trace.backend = backend.name
-                    trace.model = replica.config.model_for(request.model)
-                    if stream:
-                        upstream, first = result
-                        return _RoutedStream(
-                            self, backend, replica, upstream, first, trace, policy.idle_timeout
-                        )
-                    replica.outstanding -= 1
-                    usage = getattr(result, "usage", None)
-                    if usage is not None:
-                        trace.usage = usage
-                    return result
-                finally:
-                    watchdog.disarm(guard)
-
-                # ------------------------------------------------------------ a failure
-                self._scrub_error(error, replica.config)
-                self._passive(backend, replica, error, trial)
-                errors.append(error)
-                attempts.append(
-                    Attempt(backend.name, error.kind, error.message, getattr(error, "status", None))
-                )
-                logger.info("backend %s failed: %s (%s)", backend.name, error.kind, error.message)
-                if isinstance(error, ContextLengthExceeded):
-                    if not policy.context_fallback:
-                        raise error
-                    if backend.context_length is not None:
-                        context_floor = max(context_floor or 0, backend.context_length)
-                    break
-                if not error.fallback and not error.retryable:
-                    raise error  # a plain bad request: wrong everywhere, answer with it
-                if error.retryable and (backend.replicas.available() or index == last_index):
-                    if (
-                        type(error) is BackendTimeout
-                        and backend.replicas.single
-                        and index != last_index
-                    ):
-                        # waiting as long again on the same server doubles the latency:
-                        # a timeout falls back at once while another backend remains
-                        break
-                    if isinstance(error, RateLimited):
-                        if backend.replicas.has_free(replica):
-                            # another replica is not rate limited: ask it now, no waiting
-                            if retry < policy.max_retries:
-                                retry += 1
-                                trace.retries += 1
-                                continue
-                            break
-                        if self._free_after(order, index, context_floor):
-                            # another backend takes it now: no waiting for this one
-                            break
-                        # the last option: wait for its Retry-After (<= cap, within the
-                        # deadline) and ask it again
-                    delay = retry_delay(
-                        error, retry + 1, policy, remaining=deadline - clock(), rand=self._rand
-                    )
-                    if delay is not None:
-                        retry += 1
-                        trace.retries += 1
-                        if delay > 0:
-                            await self._sleep(delay)
-                        continue
-                break
-        if errors and all(isinstance(e, BadRequest | CapabilityNotSupported) for e in errors):
-            raise errors[-1]  # nobody can serve this request as it is: a 4xx, not a 503
-        if not attempts:
-            for b in self._chain:
-                if b.load_error:
-                    attempts.append(Attempt(b.name, "plugin_load_error", b.load_error))
-        raise AllBackendsFailed(list(attempts), last=errors[-1] if errors else None)
-
-    async def _once(
-        self,
-        op: str,
-        caller: Any,
-        backend: _Backend,
-        replica: Replica,
-        request: Any,
-        stream: bool,
-    ) -> Any:
-        coro = (
-            caller(request=request, config=replica.config, http=self._http)
-            if caller is not None
-            else None
-        )
-        if coro is None:
-            raise CapabilityNotSupported(
-                f"the {backend.name} backend does not implement {op}", backend=backend.name
-            )
-        result = await coro
-        if result is None:
-            raise CapabilityNotSupported(
-                f"the {backend.name} backend does not implement {op}", backend=backend.name
-            )
-        # look on the type: hasattr() on a pydantic instance goes through its slow __getattr__
-        if not stream:
-            if hasattr(type(result), "__anext__"):
-                await _aclose(result)
-                raise BackendUnavailable(
-                    "the plugin returned a stream for a non-stream request", backend=backend.name
-                )
-            return result
-        if not hasattr(type(result), "__anext__"):
-            raise BackendUnavailable(
-                f"the plugin returned {type(result).__name__} for a stream request",
-                backend=backend.name,
-            )
-        try:
-            first = await result.__anext__()
-        except StopAsyncIteration:
-            raise BackendUnavailable(
-                "the stream ended before its first chunk", backend=backend.name
-            ) from None
-        except BaseException:
-            await _aclose(result)
-            raise
-        return result, first
-
-    def _passive(self, backend: _Backend, replica: Replica, error: BaseException, trial: bool):
-        """Let a real request's outcome count toward the replica's breaker and health."""
-        breaker = replica.breaker
-        if isinstance(error, _SICK):
-            breaker.on_failure(trial)
-            if not isinstance(error, AuthenticationFailed):
-                self.monitor.poke(backend.name)
-        elif isinstance(error, RateLimited):
-            self._rate_limited(backend, replica, error)
-            breaker.on_neutral(trial)
-        elif isinstance(error, BadRequest):
-            breaker.on_success(trial)  # it answered: alive
-        else:
-            breaker.on_neutral(trial)
-
-    # ------------------------------------------------------------------------- rate limits
-
-    def _rate_limited(self, backend: _Backend, replica: Replica, error: RateLimited) -> None:
-        """A 429: remember the replica as rate limited (announced when it starts)."""
-        rl = replica.rate_limit
-        seconds = rl.hit(error.retry_after, self.policy)
-        if rl.announced or not rl.active():
-            return  # already announced (now perhaps longer), or nothing to remember (0 s)
-        rl.announced = True
-        self._limited[replica] = backend
-        said = "Retry-After" if error.retry_after is not None else "no Retry-After"
-        self._rate_limit_change(
-            backend, replica, "clear", "limited", f"429, rate limited for {seconds:g}s ({said})"
-        )
-
-    def _answered(self, backend: _Backend, replica: Replica, sent_at: float) -> None:
-        """A request sent after the replica's last 429 was answered: its limit is over."""
-        rl = replica.rate_limit
-        if rl.answered(sent_at) and rl.announced:
-            self._rate_limit_over(backend, replica, "answered again")
-
-    def _expire_rate_limits(self) -> None:
-        for replica, backend in list(self._limited.items()):
-            if not replica.rate_limit.active():
-                self._rate_limit_over(backend, replica, "Retry-After passed")
-
-    def _tick(self) -> None:
-        """Called by the watchdog every tick: announce the rate limits that ran out."""
-        if self._limited:
-            self._expire_rate_limits()
-
-    def _rate_limit_over(self, backend: _Backend, replica: Replica, why: str) -> None:
-        replica.rate_limit.announced = False
-        self._limited.pop(replica, None)
-        self._rate_limit_change(backend, replica, "limited", "clear", why)
-
-    def _rate_limit_change(
-        self, backend: _Backend, replica: Replica, old: str, new: str, detail: str
-    ) -> None:
-        multi = not backend.replicas.single
-        where = f"{backend.name} replica {replica.display_url}" if multi else backend.name
-        logger.info("backend %s: %s -> %s (%s)", where, old, new, detail)
-        self._emit(
-            StateChange(
-                backend.name,
-                "rate_limit",
-                old,
-                new,
-                detail,
-                replica.display_url if multi else None,
-            )
-        )
-
-    # ----------------------------------------------------------------------------- secrets
-
-    @staticmethod
-    def _scrub(text: str, config: BackendConfig) -> str:
-        secret = config.secret()
-        if secret and secret in text:
-            text = text.replace(secret, "****")
-        for value in config.options.values():
-            if hasattr(value, "get_secret_value"):
-                s = value.get_secret_value()
-                if s and s in text:
-                    text = text.replace(s, "****")
-        return strip_credentials(text)
-
-    def _scrub_error(self, error: InferenceError, config: BackendConfig) -> None:
-        clean = self._scrub(error.message, config)
-        if clean != error.message:
-            error.message = clean
-            error.args = (clean,)
+    async def _after_miss(self, requested: str) -> Any:
+        """Nobody serves ``requested``: refresh the catalog (rate limited) and plan again."""
+        await self.catalog.refresh_on_miss()
+        steps = self.planner.plan(requested)
+        if type(steps) is Miss:
+            raise self.catalog.not_found(steps.name, steps.backend)
+        return steps
 
     # ------------------------------------------------------------------ health and models
 
@@ -778,9 +395,9 @@ class Router:
 
         ``state`` is the backend's health state (ready / loading / down / unknown) and
         ``breaker`` its breaker state (closed / open / half_open), both as they are after the
-        change; ``change`` is the :class:`StateChange` (``kind`` "health" or "breaker", old,
-        new, detail, replica URL for a replica-level change).  Called on the router's event
-        loop; keep it quick; an exception is logged and ignored.
+        change; ``change`` is the :class:`StateChange` (``kind`` "health", "breaker" or
+        "rate_limit", old, new, detail, replica URL for a replica-level change).  Called on
+        the router's event loop; keep it quick; an exception is logged and ignored.
         """
         self._listeners.append(listener)
 
@@ -789,9 +406,16 @@ class Router:
             self._listeners.remove(listener)
 
     def _emit(self, change: StateChange) -> None:
+        backend = self._backends.get(change.backend)
+        if (
+            change.kind == "health"
+            and change.new == "ready"
+            and backend is not None
+            and backend.usable
+        ):
+            self.catalog.schedule(backend)  # it turned ready: learn what it serves now
         if not self._listeners:
             return
-        backend = self._backends.get(change.backend)
         state = backend.status.state if backend is not None else None
         breaker = backend.replicas.breaker_state() if backend is not None else None
         for listener in list(self._listeners):
@@ -799,6 +423,15 @@ class Router:
                 listener(change.backend, state=state, breaker=breaker, change=change)
             except Exception:
                 logger.exception("a state listener raised")
+
+    def _checked(self, name: str, status: BackendStatus) -> None:
+        """After each health check: keep the catalog of a serving backend fresh."""
+        backend = self._backends.get(name)
+        if backend is None or not backend.usable or status.state not in ("ready", "unknown"):
+            return
+        listed_at = self.catalog.listed_at(backend)
+        if listed_at is None or self._clock() - listed_at >= self.catalog.refresh_gap:
+            self.catalog.schedule(backend)
 
     def _breaker_changed(self, name: str, replica: Replica, old: str, new: str) -> None:
         backend = self._backends.get(name)
@@ -810,11 +443,28 @@ class Router:
             StateChange(name, "breaker", old, new, None, replica.display_url if multi else None)
         )
 
+    def _tick(self) -> None:
+        """Called by the watchdog every tick: announce the rate limits that ran out."""
+        if self.executor.limited:
+            self.executor.expire_rate_limits()
+
+    async def _list_backend(self, backend: BackendEntry) -> list[ModelInfo] | None:
+        """The catalog's lister: ``backend``'s ``list_models`` hook (None: it has none)."""
+        caller = backend.callers.get("list_models")
+        if caller is None or self._http is None:
+            return None
+        coro = caller(config=backend.replicas.pick().config, http=self._http)
+        if coro is None:
+            return None
+        models = await coro
+        return list(models) if models is not None else None
+
     async def health(self, *, refresh: bool = False) -> dict[str, dict[str, Any]]:
-        """Per backend (chain order): state, detail, last_check (ISO), latency_ms, models,
-        load_error, breaker, cooldown_remaining (s), rate_limited (s left of a 429's
+        """Per backend (chain order): role, state, detail, last_check (ISO), latency_ms,
+        models, load_error, breaker, cooldown_remaining (s), rate_limited (s left of a 429's
         ``Retry-After``: while > 0 the backend is tried after the others), rate_limits (429s
-        seen), replicas (each with its own rate_limited).
+        seen), replicas (each with its own rate_limited), and the catalog's view:
+        models_known, accepts_any_model, models_error.
 
         ``refresh=True`` probes every backend now instead of reporting the last check.
         """
@@ -822,8 +472,9 @@ class Router:
             if not self._started:
                 await self.start()
             await self.monitor.check_all()
-        if self._limited:
-            self._expire_rate_limits()
+        if self.executor.limited:
+            self.executor.expire_rate_limits()
+        listed = self._models_by_backend()
         out: dict[str, dict[str, Any]] = {}
         for i, b in enumerate(self._chain):
             status = b.status
@@ -833,14 +484,21 @@ class Router:
                 "detail": status.detail,
                 "last_check": status.last_check_iso,
                 "latency_ms": status.latency_ms,
-                "models": list(status.models),
+                "models": list(status.models) or listed.get(b.name, []),
                 "load_error": b.load_error,
                 "breaker": b.replicas.breaker_state(),
                 "cooldown_remaining": round(b.replicas.cooldown_remaining(), 3),
                 "rate_limited": round(b.replicas.rate_limit_remaining(), 3),
                 "rate_limits": sum(r.rate_limit.count for r in b.replicas.replicas),
                 "replicas": [r.snapshot() for r in b.replicas.replicas if r.url],
+                **(self.catalog.report(b) if b.usable else {}),
             }
+        return out
+
+    def _models_by_backend(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for item in self.catalog.models():
+            out.setdefault(item["backend"], []).append(item["id"])
         return out
 
     def ready(self) -> bool:
@@ -851,185 +509,31 @@ class Router:
         )
 
     async def list_models(self) -> list[ModelInfo]:
-        """The union of the usable backends' models (first backend wins a duplicate id)."""
+        """Every model of every usable backend, once per backend that serves it (chain
+        order), with ``owned_by`` / ``backend`` naming it, its ``aliases`` there and its
+        ``context_length`` when known.  Listings older than the catalog's refresh gap are
+        refreshed first (bounded by the health-check timeout)."""
         if not self._started:
             await self.start()
-        backends = [b for b in self._live if b.status.state != "down"] or self._live
+        await self.catalog.refresh_all(max_age=self.catalog.refresh_gap)
+        return [ModelInfo.model_validate(item) for item in self.catalog.models()]
 
-        async def one(b: _Backend) -> list[ModelInfo]:
-            caller = b.callers.get("list_models")
-            try:
-                async with asyncio.timeout(self.monitor.timeout):
-                    coro = (
-                        caller(config=b.replicas.pick().config, http=self._http) if caller else None
-                    )
-                    models = await coro if coro is not None else None
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.info("list_models of %s failed: %s", b.name, type(exc).__name__)
-                models = None
-            if models is None:
-                models = [ModelInfo(id=m) for m in b.status.models]
-                if not models and b.config.model:
-                    models = [ModelInfo(id=b.config.model)]
+    async def find_model(self, model_id: str) -> list[ModelInfo]:
+        """The entries of :meth:`list_models` for ``model_id`` (an id, an alias, an implicit
+        ``:latest`` form, or ``backend/model``); empty when nobody serves it."""
+        models = await self.list_models()
+        head, sep, rest = model_id.partition("/")
+        if sep and head in self._backends:
             return [
-                m if m.backend == b.name else m.model_copy(update={"backend": b.name})
-                for m in models
-                if isinstance(m, ModelInfo)
+                m for m in models if m.backend == head and (m.id == rest or rest in (_aliases(m)))
             ]
-
-        seen: set[str] = set()
-        out: list[ModelInfo] = []
-        for models in await asyncio.gather(*(one(b) for b in backends)):
-            for m in models:
-                if m.id not in seen:
-                    seen.add(m.id)
-                    out.append(m)
-        return out
+        servers = {(b.name, mid) for b, mid in self.catalog.servers(model_id)}
+        return [m for m in models if (m.backend, m.id) in servers or m.id == model_id]
 
 
-class _RoutedStream:
-    """The stream handed to the caller: the first chunk (already pulled), then the rest.
-
-    Each later chunk must come within ``idle`` seconds.  An error after the first chunk is
-    raised as a taxonomy error (the gateway sends it in-band).  ``aclose()`` and cancellation
-    close the upstream iterator.  Usage chunks are recorded into the trace.
-    """
-
-    __slots__ = (
-        "_backend",
-        "_done",
-        "_first",
-        "_guard",
-        "_idle",
-        "_replica",
-        "_router",
-        "_trace",
-        "_up",
-    )
-
-    def __init__(
-        self,
-        router: Router,
-        backend: _Backend,
-        replica: Replica,
-        upstream: Any,
-        first: Any,
-        trace: RequestTrace,
-        idle: float,
-    ) -> None:
-        self._router = router
-        self._backend = backend
-        self._replica = replica
-        self._up = upstream
-        self._first = first
-        self._trace = trace
-        self._idle = idle
-        self._guard = Guard()
-        self._done = False
-        usage = getattr(first, "usage", None)
-        if usage is not None:
-            trace.usage = usage
-
-    def __aiter__(self) -> _RoutedStream:
-        return self
-
-    async def __anext__(self) -> Any:
-        first = self._first
-        if first is not None:
-            self._first = None
-            return first
-        if self._done:
-            raise StopAsyncIteration
-        guard = self._guard
-        watchdog = self._router._watchdog
-        watchdog.arm(guard, self._idle)
-        try:
-            chunk = await self._up.__anext__()
-        except StopAsyncIteration:
-            watchdog.disarm(guard)
-            self._finish(None)
-            raise
-        except asyncio.CancelledError:
-            expired = guard.expired_by_us()
-            watchdog.disarm(guard)
-            if not expired:
-                await self._close_upstream()
-                self._finish(None)
-                raise
-            await self._close_upstream()
-            error: InferenceError = BackendTimeout(
-                f"the stream stalled: no data for {self._idle:g}s (idle timeout)",
-                backend=self._backend.name,
-            )
-            self._finish(error)
-            raise error from None
-        except InferenceError as exc:
-            watchdog.disarm(guard)
-            await self._close_upstream()
-            self._finish(exc)
-            raise
-        except Exception as exc:
-            watchdog.disarm(guard)
-            await self._close_upstream()
-            error = BackendUnavailable(
-                f"the stream failed: {type(exc).__name__}", backend=self._backend.name
-            )
-            self._finish(error)
-            raise error from None
-        watchdog.disarm(guard)
-        usage = getattr(chunk, "usage", None)
-        if usage is not None:
-            self._trace.usage = usage
-        return chunk
-
-    async def aclose(self) -> None:
-        """Stop early: close the upstream response and release the request's slot."""
-        self._first = None
-        if not self._done:
-            await self._close_upstream()
-            self._finish(None)
-
-    async def _close_upstream(self) -> None:
-        await _aclose(self._up)
-
-    def _finish(self, error: InferenceError | None) -> None:
-        if self._done:
-            return
-        self._done = True
-        self._replica.outstanding -= 1
-        if error is not None:
-            self._router._scrub_error(error, self._replica.config)
-            self._router._passive(self._backend, self._replica, error, False)
-            self._trace.attempts.append(
-                Attempt(self._backend.name, error.kind, error.message, error.status)
-            )
-        self._router._done()
-
-    @property
-    def backend(self) -> str:
-        return self._backend.name
-
-    def __del__(self) -> None:
-        # dropped without aclose() (a careless caller): release the counters so that drain
-        # and the balancer do not wait for it; the upstream generator is finalised by the loop
-        if not self._done:
-            self._done = True
-            self._replica.outstanding -= 1
-            self._router._done()
-
-
-async def _aclose(iterator: Any) -> None:
-    close = getattr(iterator, "aclose", None)
-    if close is None:
-        return
-    try:
-        await close()
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        logger.debug("closing an upstream stream raised", exc_info=True)
+def _aliases(model: ModelInfo) -> list[str]:
+    value = (model.model_extra or {}).get("aliases")
+    return list(value) if isinstance(value, list) else []
 
 
 def _coerce(model: Any, request: Any) -> Any:
@@ -1046,137 +550,3 @@ def _coerce(model: Any, request: Any) -> Any:
                 param=loc or None,
             ) from None
     raise TypeError(f"expected {model.__name__} or a dict, got {type(request).__name__}")
-
-
-# ------------------------------------------------------------------------------- sync facade
-
-
-class SyncRouter:
-    """A blocking facade over :class:`Router`, for scripts and synchronous code.
-
-    The router runs on an event loop in a daemon thread, so this works even when the calling
-    thread already runs an event loop (it blocks that thread, as any sync call does).  Pass an
-    unstarted ``router``, or keyword arguments for :meth:`Router.from_env`.
-    """
-
-    def __init__(self, router: Router | None = None, **from_env_kwargs: Any) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="inference-core-sync", daemon=True
-        )
-        self._thread.start()
-        try:
-            self.router = router if router is not None else Router.from_env(**from_env_kwargs)
-            self._run(self.router.start())
-        except BaseException:
-            self._stop_loop()
-            raise
-        self._closed = False
-
-    def _run(self, coro: Any, timeout: float | None = None) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
-
-    # --------------------------------------------------------------------------- the API
-
-    def chat(self, request: ChatRequest | Mapping[str, Any], *, trace: RequestTrace | None = None):
-        """A ``ChatResponse``, or (``stream``) a blocking iterator of ``ChatChunk``."""
-        result = self._run(self.router.chat(request, trace=trace))
-        return self._iterate(result) if hasattr(result, "__anext__") else result
-
-    def complete(self, request: Any, *, trace: RequestTrace | None = None) -> Any:
-        result = self._run(self.router.complete(request, trace=trace))
-        return self._iterate(result) if hasattr(result, "__anext__") else result
-
-    def embed(self, request: Any, *, trace: RequestTrace | None = None) -> EmbeddingResponse:
-        return self._run(self.router.embed(request, trace=trace))
-
-    def health(self, *, refresh: bool = False) -> dict[str, dict[str, Any]]:
-        return self._run(self.router.health(refresh=refresh))
-
-    def list_models(self) -> list[ModelInfo]:
-        return self._run(self.router.list_models())
-
-    def _iterate(self, stream: Any) -> Iterator[Any]:
-        try:
-            while True:
-                try:
-                    yield self._run(stream.__anext__())
-                except StopAsyncIteration:
-                    return
-        finally:
-            if not self._closed:
-                self._run(stream.aclose())
-
-    # ------------------------------------------------------------------ the seed's names
-
-    def create_chat_completion(
-        self,
-        messages: list[dict[str, Any]],
-        model: str = "default",
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        stream: bool = False,
-        **kwargs: Any,
-    ) -> dict[str, Any] | Iterator[dict[str, Any]]:
-        """The seed's call: an OpenAI-shaped dict (or, ``stream=True``, an iterator of dicts)."""
-        body: dict[str, Any] = {"model": model, "messages": messages, "stream": stream, **kwargs}
-        if temperature is not None:
-            body["temperature"] = temperature
-        if max_tokens is not None:
-            body["max_tokens"] = max_tokens
-        result = self.chat(body)
-        if stream:
-            return (chunk.to_dict() for chunk in result)
-        return result.to_dict()
-
-    def create_embedding(
-        self, text: str | list[str], model: str = "default", **kwargs: Any
-    ) -> dict[str, Any]:
-        """The seed's call: an OpenAI-shaped embeddings dict."""
-        return self.embed({"model": model, "input": text, **kwargs}).to_dict()
-
-    def get_health_status(self) -> dict[str, Any]:
-        """The seed's shape (``primary`` / ``fallbacks`` with ``type``, ``healthy``, ``models``)
-        plus ``backends``: the full :meth:`Router.health` report."""
-        report = self.health()
-        entries = []
-        for name, info in report.items():
-            entries.append(
-                {
-                    "type": name,
-                    "healthy": info["state"] in ("ready", "unknown")
-                    and info["breaker"] != "open"
-                    and not info["load_error"],
-                    "models": info["models"],
-                    **({"error": info["load_error"]} if info["load_error"] else {}),
-                }
-            )
-        return {
-            "primary": entries[0] if entries else None,
-            "fallbacks": entries[1:],
-            "backends": report,
-        }
-
-    # --------------------------------------------------------------------------- lifecycle
-
-    def close(self, drain_timeout: float | None = 30.0) -> None:
-        """Close the router (draining in-flight requests) and stop the loop thread."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._run(self.router.aclose(drain_timeout))
-        finally:
-            self._stop_loop()
-
-    def _stop_loop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        if not self._loop.is_running():
-            self._loop.close()
-
-    def __enter__(self) -> SyncRouter:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()

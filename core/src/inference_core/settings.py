@@ -109,11 +109,14 @@ CORE_VARIABLES = (
     "INFERENCE_PLUGINS_ALLOW",
     "INFERENCE_TRACE_PLUGINS",
     "INFERENCE_STRICT_MODELS",
+    "INFERENCE_MODEL_FALLBACKS",
+    "INFERENCE_MODELS_REFRESH",
+    "INFERENCE_CONFIG",
     *(var for var, _ in POLICY_VARIABLES.values()),
 )
 
 #: The per-backend keys with a field of their own in BackendConfig.
-BACKEND_KEYS = ("BASE_URL", "MODEL", "API_KEY", "TIMEOUT", "CONNECT_TIMEOUT", "ALIASES")
+BACKEND_KEYS = ("BASE_URL", "MODEL", "MODELS", "API_KEY", "TIMEOUT", "CONNECT_TIMEOUT", "ALIASES")
 _SECRET_SUFFIXES = ("KEY", "KEYS", "TOKEN", "TOKENS", "SECRET", "SECRETS", "PASSWORD")
 #: Variables of other parts of the project that look like INFERENCE_<NAME>_<KEY>.
 _RESERVED_PREFIXES = ("INFERENCE_GATEWAY_",)
@@ -242,6 +245,67 @@ def parse_aliases(variable: str, value: str) -> dict[str, str]:
     return table
 
 
+def parse_models(variable: str, value: str) -> tuple[str, ...]:
+    """``INFERENCE_<NAME>_MODELS``: ``*`` (any name) or a comma-separated list of names."""
+    names = tuple(dict.fromkeys(p.strip() for p in value.split(",") if p.strip()))
+    accepted = "* (the backend accepts any model name) or a comma-separated list of model names"
+    if not names:
+        raise _fail(variable, value, "no model given", accepted)
+    if "*" in names and len(names) > 1:
+        raise _fail(variable, value, "* cannot be combined with names", accepted)
+    for name in names:
+        if any(c.isspace() for c in name) or len(name) > 256:
+            raise _fail(variable, value, f"{name[:40]!r} is not a model name", accepted)
+    return names
+
+
+def parse_model_fallbacks(
+    variable: str, value: str, backends: Iterable[str] = ()
+) -> dict[str, tuple[str, ...]]:
+    """``INFERENCE_MODEL_FALLBACKS``: ``model=target[,target...][;model=target...]``.
+
+    Each target is a model name or ``backend/model``.  A target whose first segment names one
+    of the first-party backends that is not configured (``backends``) is an error: it would
+    never be reached.
+    """
+    accepted = (
+        "model=target[,target...][;model=target...], each target a model name or "
+        "backend/model, e.g. llama3:8b=vllm/meta-llama/Llama-3.1-8B,gpt-4o-mini"
+    )
+    configured = set(backends)
+    table: dict[str, tuple[str, ...]] = {}
+    for entry in value.split(";"):
+        if not entry.strip():
+            continue
+        model, sep, targets_text = entry.partition("=")
+        model = model.strip()
+        targets = tuple(t.strip() for t in targets_text.split(",") if t.strip())
+        if not sep or not model or not targets:
+            raise _fail(
+                variable, value, f"{entry.strip()!r} is not model=target[,target...]", accepted
+            )
+        if any(c.isspace() for c in model) or any(any(c.isspace() for c in t) for t in targets):
+            raise _fail(variable, value, f"{entry.strip()!r} contains a space", accepted)
+        if model in table:
+            raise _fail(variable, value, f"model {model!r} is given twice", accepted)
+        for target in targets:
+            head, slash, rest = target.partition("/")
+            if slash and not rest:
+                raise _fail(variable, value, f"target {target!r} names no model", accepted)
+            if slash and head in DEFAULT_BASE_URLS and configured and head not in configured:
+                raise _fail(
+                    variable,
+                    value,
+                    f"target {target!r}: backend {head!r} is not configured "
+                    f"(configured: {', '.join(sorted(configured))})",
+                    accepted,
+                )
+            if target == model:
+                raise _fail(variable, value, f"{model!r} falls back to itself", accepted)
+        table[model] = targets
+    return table
+
+
 # ---------------------------------------------------------------------------------- settings
 
 
@@ -258,6 +322,8 @@ class Settings(BaseSettings):
     plugins_allow: list[str] | None = None
     trace_plugins: bool = False
     strict_models: bool = False
+    model_fallbacks: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    models_refresh: float = 10.0
     policy: RouterPolicy = Field(default_factory=RouterPolicy)
     backends: dict[str, BackendConfig] = Field(default_factory=dict)
 
@@ -325,6 +391,8 @@ class Settings(BaseSettings):
             "plugins_allow": None if self.plugins_allow is None else list(self.plugins_allow),
             "trace_plugins": self.trace_plugins,
             "strict_models": self.strict_models,
+            "model_fallbacks": {k: list(v) for k, v in self.model_fallbacks.items()},
+            "models_refresh": self.models_refresh,
             "policy": asdict(self.policy),
             "backends": {name: redact_backend(cfg) for name, cfg in self.backends.items()},
         }
@@ -405,6 +473,13 @@ class Settings(BaseSettings):
             if name in backends:
                 continue
             backends[name], sources[name] = _resolve_backend(name, raw, chain, provider)
+        fallbacks_value = get("INFERENCE_MODEL_FALLBACKS")
+        model_fallbacks = (
+            parse_model_fallbacks("INFERENCE_MODEL_FALLBACKS", fallbacks_value, chain)
+            if fallbacks_value
+            else {}
+        )
+        refresh_value = get("INFERENCE_MODELS_REFRESH")
 
         settings = cls(
             provider=provider,
@@ -421,6 +496,10 @@ class Settings(BaseSettings):
             strict_models=parse_bool(
                 "INFERENCE_STRICT_MODELS", get("INFERENCE_STRICT_MODELS") or "false"
             ),
+            model_fallbacks=model_fallbacks,
+            models_refresh=parse_float("INFERENCE_MODELS_REFRESH", refresh_value)
+            if refresh_value
+            else 10.0,
             policy=policy,
             backends=backends,
         )
@@ -461,6 +540,7 @@ def redact_backend(config: BackendConfig) -> dict[str, Any]:
         "timeout": config.timeout,
         "connect_timeout": config.connect_timeout,
         "aliases": dict(config.aliases),
+        "models": list(config.models),
         "options": {
             k: "****" if isinstance(v, SecretStr) else v for k, v in config.options.items()
         },
@@ -471,15 +551,23 @@ def redact_backend(config: BackendConfig) -> dict[str, Any]:
 
 
 def _gather(env: Mapping[str, str] | None, env_file: str | None) -> dict[str, str]:
+    """The variables: ``env`` alone, or ``os.environ`` over the ``.env`` file; both over the
+    ``INFERENCE_CONFIG`` TOML file they name (the environment wins)."""
     if env is not None:
-        return {str(k): str(v) for k, v in env.items() if v is not None}
-    merged: dict[str, str] = {}
-    if env_file and os.path.isfile(env_file):
-        from dotenv import dotenv_values
+        merged = {str(k): str(v) for k, v in env.items() if v is not None}
+    else:
+        merged = {}
+        if env_file and os.path.isfile(env_file):
+            from dotenv import dotenv_values
 
-        merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-    merged.update(os.environ)
-    return merged
+            merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        merged.update(os.environ)
+    from .config_file import file_variables
+
+    from_file = file_variables(merged)
+    if not from_file:
+        return merged
+    return {**from_file, **{k: v for k, v in merged.items() if v is not None and v.strip()}}
 
 
 _GLOBAL_NAMES = frozenset(CORE_VARIABLES)
@@ -599,6 +687,10 @@ def _resolve_backend(
     else:
         connect_timeout, src["connect_timeout"] = 5.0, "default"
 
+    models: tuple[str, ...] = ()
+    if "MODELS" in own:
+        models, src["models"] = parse_models(prefix + "MODELS", own["MODELS"]), prefix + "MODELS"
+
     aliases: dict[str, str] = {}
     if "ALIASES" in own:
         aliases, src["aliases"] = (
@@ -630,6 +722,7 @@ def _resolve_backend(
         timeout=timeout,
         connect_timeout=connect_timeout,
         aliases=aliases,
+        models=models,
         options=options,
     )
     return config, src

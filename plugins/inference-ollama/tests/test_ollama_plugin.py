@@ -27,7 +27,7 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": 
 
 
 def chat_request(**kw) -> ChatRequest:
-    return ChatRequest(model=kw.pop("model", "my-alias"), messages=kw.pop("messages", USER), **kw)
+    return ChatRequest(model=kw.pop("model", "default"), messages=kw.pop("messages", USER), **kw)
 
 
 async def drain(stream) -> list:
@@ -242,7 +242,7 @@ async def test_connection_refused(config, http):
 @pytest.mark.parametrize("fmt", [None, "float", "base64"])
 async def test_embed_batched_native(server, config, http, fmt):
     texts = ["alpha beta", "gamma", "delta epsilon zeta"]
-    request = EmbeddingRequest(model="emb", input=texts, encoding_format=fmt, dimensions=4)
+    request = EmbeddingRequest(model="default", input=texts, encoding_format=fmt, dimensions=4)
     result = await plugin.embed(request=request, config=config(model="nomic-embed-text"), http=http)
     paths = [r.path for r in server.requests]
     assert paths == ["/api/embed"]  # one batched call, never /api/embeddings

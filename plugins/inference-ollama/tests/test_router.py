@@ -21,7 +21,7 @@ async def test_seed_variables_and_options_reach_ollama(server):
     }
     async with Router.from_env(env, env_file=None) as router:
         trace = RequestTrace()
-        r = await router.chat({"model": "anything", "messages": USER}, trace=trace)
+        r = await router.chat({"model": "default", "messages": USER}, trace=trace)
         assert r.choices[0].message.content == "Hello from the fake server."
         assert trace.backend == "ollama"
         sent = server.last("/api/chat").json

@@ -25,7 +25,7 @@ USER = [{"role": "user", "content": "hi"}]
 def body(options=None, **kw):
     cfg = make_config("ollama", base_url="http://o.test", model="llama3.2:1b", options=options)
     result = translate.chat_body(
-        ChatRequest(model="alias", messages=kw.pop("messages", USER), **kw), cfg
+        ChatRequest(model="default", messages=kw.pop("messages", USER), **kw), cfg
     )
     OllamaChatRequest.model_validate(result)  # the official client's own request schema
     return result
@@ -345,7 +345,7 @@ def test_stream_translator_tool_call_indexes():
 
 
 def test_embed_body():
-    req = EmbeddingRequest(model="e", input=["a", "b"], dimensions=64, truncate=False)
+    req = EmbeddingRequest(model="default", input=["a", "b"], dimensions=64, truncate=False)
     cfg = make_config(
         "ollama",
         base_url="http://o.test",

@@ -31,7 +31,7 @@ MESSAGES = [{"role": "user", "content": "Say hello"}]
 
 
 def chat_request(**kw) -> ChatRequest:
-    return ChatRequest(model=kw.pop("model", "my-alias"), messages=MESSAGES, **kw)
+    return ChatRequest(model=kw.pop("model", "default"), messages=MESSAGES, **kw)
 
 
 async def drain(stream) -> list:
@@ -266,7 +266,7 @@ async def test_complete(server, config, http):
 @pytest.mark.parametrize("fmt", [None, "float", "base64"])
 async def test_embeddings(server, config, http, fmt, client_kind):
     request = EmbeddingRequest(
-        model="emb", input=["alpha", "beta", "gamma"], encoding_format=fmt, dimensions=4
+        model="default", input=["alpha", "beta", "gamma"], encoding_format=fmt, dimensions=4
     )
     result = await plugin.embed(
         request=request, config=config(model="text-embedding-3-small"), http=http

@@ -46,7 +46,7 @@ def test_entry_point_is_declared():
 
 
 async def test_chat_maps_model_and_keeps_raw(plugin, fake, http, config):
-    result = await plugin.chat(request=chat_request(model="my-alias"), config=config, http=http)
+    result = await plugin.chat(request=chat_request(model="default"), config=config, http=http)
     assert isinstance(result, ChatResponse)
     assert result.model == "gemma3-270m"
     assert result.choices[0].finish_reason == "length"

@@ -110,6 +110,9 @@ class HealthMonitor:
         self._clock = clock
         self._targets: dict[str, _Target] = {}
         self.running = False
+        self.on_checked: Callable[[str, BackendStatus], None] | None = None
+        """Called after every check of a backend with its status (the router refreshes the
+        model catalog of a ready backend there); keep it quick, never raise."""
 
     # ---------------------------------------------------------------------------- set-up
 
@@ -169,6 +172,11 @@ class HealthMonitor:
         else:
             results = list(await asyncio.gather(*(self._probe_one(target, r) for r in replicas)))
         self._update(target, results)
+        if self.on_checked is not None:
+            try:
+                self.on_checked(name, target.status)
+            except Exception:
+                logger.exception("the on_checked callback raised")
         return target.status
 
     async def check_all(self) -> None:

@@ -206,7 +206,7 @@ class BackendConformance:
             base_url=self.base_url,
             model=self.model,
             api_key=self.api_key,
-            aliases={},
+            aliases={ALIAS: self.model} if self.model else {},
             options=self.options,
         )
 

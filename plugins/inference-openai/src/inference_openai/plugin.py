@@ -137,10 +137,9 @@ def _body(request: Any, config: BackendConfig) -> dict[str, Any]:
 
 
 def embed_model_for(config: BackendConfig, requested: str | None) -> str:
-    """An alias entry, else the ``EMBED_MODEL`` option, else the usual model mapping."""
-    if requested and requested in config.aliases:
-        return config.aliases[requested]
-    return config.option("embed_model") or config.model_for(requested)
+    """The embeddings model: an alias entry, the requested name, or for ``default`` the
+    ``EMBED_MODEL`` option (else the backend's default model)."""
+    return config.model_for(requested, default=config.option("embed_model"))
 
 
 # --------------------------------------------------------------------------------------- hooks
