@@ -129,6 +129,8 @@ class RoutedStream:
             return
         self._done = True
         self._replica.outstanding -= 1
+        if self._replica.admission is not None:
+            self._replica.admission.release()
         executor = self._executor
         if error is not None:
             executor.scrub_error(error, self._replica.config)
@@ -149,6 +151,8 @@ class RoutedStream:
         if not self._done:
             self._done = True
             self._replica.outstanding -= 1
+            if self._replica.admission is not None:
+                self._replica.admission.release()
             self._executor.done()
 
 

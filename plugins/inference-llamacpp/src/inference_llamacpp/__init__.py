@@ -321,6 +321,8 @@ class LlamaCppPlugin:
         options = dict(config.options)
         if spec.ctx_size and "context_length" not in options:  # per slot, for the router
             options["context_length"] = str(spec.ctx_size // spec.parallel)
+        if "max_concurrency" not in options:  # one request per slot: the router's admission
+            options["max_concurrency"] = str(spec.parallel)
         return config.model_copy(
             update={
                 "base_urls": (server.url,),
@@ -332,17 +334,27 @@ class LlamaCppPlugin:
     async def _external_context(
         self, config: BackendConfig, http: httpx.AsyncClient
     ) -> BackendConfig | None:
-        if config.option("context_length"):
+        """The per-slot context (``context_length``) and the slot count (``max_concurrency``,
+        the router's admission cap per replica) from ``/props``, unless configured."""
+        want_ctx = not config.option("context_length")
+        want_slots = not config.option("max_concurrency")
+        if not (want_ctx or want_slots):
             return None
         try:
             timeout = config.option_float("health_timeout", DEFAULT_HEALTH_TIMEOUT, positive=True)
             props = orjson.loads((await self._get(http, config, "/props", timeout)).content)
-            n_ctx = props["default_generation_settings"]["n_ctx"]
-        except Exception:  # not up yet, /props disabled, an older server: no context info
+        except Exception:  # not up yet, /props disabled, an older server: no info
             return None
-        if not isinstance(n_ctx, int) or n_ctx <= 0:
+        options = dict(config.options)
+        settings = props.get("default_generation_settings") if isinstance(props, dict) else None
+        n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
+        if want_ctx and isinstance(n_ctx, int) and n_ctx > 0:
+            options["context_length"] = str(n_ctx)
+        slots = props.get("total_slots") if isinstance(props, dict) else None
+        if want_slots and isinstance(slots, int) and slots > 0:
+            options["max_concurrency"] = str(slots)
+        if options == dict(config.options):
             return None
-        options = {**config.options, "context_length": str(n_ctx)}
         return config.model_copy(update={"options": options})
 
     def _build_spec(self, config: BackendConfig) -> ServerSpec:
