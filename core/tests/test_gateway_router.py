@@ -294,3 +294,59 @@ async def test_model_routing_and_strict_unknown_model(build: Any, upstreams: Ups
     assert err["code"] == "model_not_found"
     assert err["param"] == "model"
     assert "x-should-retry" not in unknown.headers
+
+
+async def test_every_answer_names_the_model_that_answered(build: Any, upstreams: Upstreams) -> None:
+    app, _ = build()
+    async with app.router.lifespan_context(app), client(app) as c:
+        plain = await c.post("/v1/chat/completions", json={"model": "alias", "messages": MSG})
+        streamed = await c.post(
+            "/v1/chat/completions", json={"model": "alias", "messages": MSG, "stream": True}
+        )
+        upstreams.behaviour["up.test"] = "503"
+        fell_back = await c.post("/v1/chat/completions", json={"model": "alias", "messages": MSG})
+    assert plain.headers["x-inference-model"] == "up-model"
+    assert streamed.headers["x-inference-model"] == "up-model"
+    assert (fell_back.headers["x-inference-backend"], fell_back.headers["x-inference-model"]) == (
+        "second",
+        "second-model",  # the rest of the chain answers with its own default, and says so
+    )
+
+
+async def test_one_model_by_id_alias_or_backend_slash_id(build: Any, upstreams: Upstreams) -> None:
+    import openai
+
+    app, _ = build()
+    async with app.router.lifespan_context(app), client(app) as c:
+        by_id = await c.get("/v1/models/up.test-m")
+        by_alias = await c.get("/v1/models/alias")
+        by_backend = await c.get("/v1/models/second/second-model")
+        missing = await c.get("/v1/models/up.test-n")
+        sdk = openai.AsyncOpenAI(
+            base_url="http://gw/v1", api_key="x", http_client=client(app), max_retries=0
+        )
+        listed = await sdk.models.list()
+        one = await sdk.models.retrieve("second-model")
+        with pytest.raises(openai.NotFoundError) as info:
+            await sdk.models.retrieve("nope")
+    assert by_id.json()["owned_by"] == "up"
+    assert by_id.json()["backends"] == ["up"]
+    assert by_alias.json()["id"] == "up-model"
+    assert by_backend.json()["owned_by"] == "second"
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "model_not_found"
+    assert "up.test-m" in missing.json()["error"]["message"]  # a close name
+    assert {m.id for m in listed.data} >= {"up.test-m", "second.test-m"}
+    assert one.owned_by == "second"
+    assert info.value.status_code == 404
+
+
+async def test_health_carries_the_seed_applications_keys(build: Any, upstreams: Upstreams) -> None:
+    app, _ = build()
+    async with app.router.lifespan_context(app), client(app) as c:
+        detail = (await c.get("/v1/health/inference?refresh=true")).json()
+    assert detail["primary"]["type"] == "up"
+    assert detail["primary"]["healthy"] is True
+    assert "up.test-m" in detail["primary"]["models"]
+    assert [f["type"] for f in detail["fallbacks"]] == ["second"]
+    assert set(detail["backends"]) == {"up", "second"}  # the richer view stays

@@ -246,7 +246,7 @@ def build_app(
     def models(
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
-        """List the models the usable backends serve."""
+        """List every model of every backend: where it lives, its aliases, its context."""
 
         async def run() -> list[Any]:
             r = router()
@@ -262,18 +262,25 @@ def build_app(
         if not found:
             out.print("No model reported by any backend.")
             return
-        table = Table(title="Models")
+        table = Table(title="Models (request one by id, alias or backend/id)")
         table.add_column("id")
         table.add_column("backend")
+        table.add_column("aliases")
+        table.add_column("context")
         for m in found:
-            table.add_row(_esc(m.id), m.backend or "-")
+            extra = m.model_extra or {}
+            aliases = ", ".join(str(a) for a in extra.get("aliases") or []) or "-"
+            context = str(extra.get("context_length") or "-")
+            table.add_row(_esc(m.id), m.backend or "-", _esc(aliases), context)
         out.print(table)
 
     @app.command()
     @guard
     def chat(
         prompt: str = typer.Argument(..., help="The user message."),
-        model: str = typer.Option("default", "--model", "-m", help="Model alias."),
+        model: str = typer.Option(
+            "default", "--model", "-m", help="A model id, alias or backend/model."
+        ),
         max_tokens: int | None = typer.Option(None, "--max-tokens", min=1),
         system: str | None = typer.Option(None, "--system", "-s", help="A system message."),
         no_stream: bool = typer.Option(False, "--no-stream", help="Wait for the full answer."),
@@ -324,7 +331,9 @@ def build_app(
     @guard
     def embed(
         text: str = typer.Argument(..., help="The text to embed."),
-        model: str = typer.Option("default", "--model", "-m", help="Model alias."),
+        model: str = typer.Option(
+            "default", "--model", "-m", help="A model id, alias or backend/model."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the whole response as JSON."),
         show: int = typer.Option(5, "--show", min=0, help="How many leading values to print."),
     ) -> None:

@@ -135,7 +135,11 @@ class Router:
         self._live: list[BackendEntry] = [b for b in self._chain if b.usable]
         refresh = float(getattr(settings, "models_refresh", 10.0) or 10.0)
         self.catalog = ModelCatalog(
-            self._live, self._list_backend, timeout=self.monitor.timeout, refresh_gap=refresh
+            self._live,
+            self._list_backend,
+            timeout=self.monitor.timeout,
+            refresh_gap=refresh,
+            clock=clock,
         )
         self.planner = Planner(
             self.catalog,
@@ -410,10 +414,11 @@ class Router:
         if (
             change.kind == "health"
             and change.new == "ready"
+            and change.old in ("down", "loading")
             and backend is not None
             and backend.usable
         ):
-            self.catalog.schedule(backend)  # it turned ready: learn what it serves now
+            self.catalog.schedule(backend)  # it came back: learn what it serves now
         if not self._listeners:
             return
         state = backend.status.state if backend is not None else None

@@ -61,6 +61,9 @@ DEFAULT_BASE_URLS: dict[str, str | None] = {
     "llamacpp": None,
     "textgen": "http://localhost:5000",
 }
+#: First-party plugins whose paths start with /v1 (or /api): a base URL given with a trailing
+#: /v1 (as vLLM's and the OpenAI SDK's examples write it) is taken without it.
+ROOT_URL_PLUGINS = frozenset({"vllm", "llamacpp", "textgen", "ollama"})
 OPENAI_TIMEOUT_DEFAULT = 60.0
 LOCAL_TIMEOUT_DEFAULT = 120.0
 
@@ -639,6 +642,7 @@ def _resolve_backend(
         default = DEFAULT_BASE_URLS.get(plugin)
         base_urls = (default,) if default else ()
         src["base_urls"] = "default"
+    base_urls = tuple(_api_root(url, plugin) for url in base_urls)
 
     # model
     model: str | None = None
@@ -726,6 +730,24 @@ def _resolve_backend(
         options=options,
     )
     return config, src
+
+
+def _api_root(url: str, plugin: str) -> str:
+    """Accept both ways of writing an OpenAI-compatible server's URL.
+
+    The ``openai`` plugin appends its paths to the API root (``https://api.openai.com/v1``):
+    a URL with no path at all (the seed's ``LOCAL_INFERENCE_URL`` style) gets ``/v1``.  The
+    plugins whose paths carry ``/v1`` themselves (vLLM, llama.cpp, text-generation-webui,
+    Ollama) take the server's root: a trailing ``/v1`` (the OpenAI SDK style) is dropped, so
+    no request ever goes to ``/v1/v1/...``.
+    """
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    if plugin == "openai" and not path:
+        return urlunsplit(parts._replace(path="/v1"))
+    if plugin in ROOT_URL_PLUGINS and path.endswith("/v1"):
+        return urlunsplit(parts._replace(path=path[: -len("/v1")])).rstrip("/")
+    return url
 
 
 def policy_field_names() -> list[str]:

@@ -178,7 +178,18 @@ TOOLS = [
 
 def test_tools_and_tool_choice_none():
     assert body(tools=TOOLS)["tools"] == TOOLS
+    assert body(tools=TOOLS, tool_choice="auto")["tools"] == TOOLS
     assert "tools" not in body(tools=TOOLS, tool_choice="none")
+
+
+@pytest.mark.parametrize(
+    "choice", ["required", {"type": "function", "function": {"name": "get_weather"}}]
+)
+def test_a_forced_tool_call_is_refused_never_silently_auto(choice):
+    from inference_core import CapabilityNotSupported
+
+    with pytest.raises(CapabilityNotSupported, match="cannot force a tool call"):
+        body(tools=TOOLS, tool_choice=choice)
 
 
 def test_tool_round_trip_messages():

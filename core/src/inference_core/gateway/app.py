@@ -34,7 +34,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from ..errors import InferenceError
+from ..errors import InferenceError, ModelNotFound
 from ..models import (
     ChatRequest,
     ChatResponse,
@@ -45,6 +45,7 @@ from ..models import (
     ModelInfo,
     WireModel,
 )
+from ..routing.sync import seed_health
 from .errors import GatewayError, error_for, validation_error
 from .limits import RequestLimits, shown
 from .logs import ACCESS_LOGGER, LOGGER
@@ -279,6 +280,7 @@ class Gateway:
         self.protect_health = settings.protect_health and self.keys.enabled
         self.trace_cls = _trace_class()
         self._backend_bytes: dict[str | None, bytes] = {None: _NONE}
+        self._model_bytes: dict[str | None, bytes] = {None: _NONE}
         self.routes: dict[str, tuple[bytes, Handler]] = {
             "/v1/chat/completions": (b"POST", self.chat),
             "/v1/completions": (b"POST", self.complete),
@@ -298,6 +300,17 @@ class Gateway:
         if value is None:
             value = self._backend_bytes[backend] = str(backend).encode("latin-1", "replace")
         return value
+
+    def _model_header(self, trace: Any) -> list[tuple[bytes, bytes]]:
+        """``x-inference-model``: the model that answered (printable ASCII, at most 200)."""
+        model = getattr(trace, "model", None)
+        value = self._model_bytes.get(model)
+        if value is None:
+            text = "".join(c if " " <= c <= "~" else "?" for c in str(model)[:200])
+            if len(self._model_bytes) > 1024:
+                self._model_bytes = {None: _NONE}
+            value = self._model_bytes[model] = text.encode("ascii")
+        return [(b"x-inference-model", value)]
 
     @staticmethod
     def _headers(scope: Scope) -> tuple[bytes | None, bytes | None, bytes | None]:
@@ -522,8 +535,9 @@ class Gateway:
                 overhead = perf_counter() - t0 - waited
                 status = 200
                 await self._send_json(
-                    send, 200, raw, rid_b, self._backend_header(trace.backend), overhead * 1000
-                )
+                    send, 200, raw, rid_b, self._backend_header(trace.backend), overhead * 1000,
+                    self._model_header(trace),
+                )  # fmt: skip
                 self._finish(endpoint, scope, rid, 200, t0, overhead, trace, request.model)
                 return
             # a stream: the router has pulled the first chunk already
@@ -596,6 +610,7 @@ class Gateway:
             (b"x-request-id", rid.encode()),
             (b"x-inference-backend", self._backend_header(trace.backend)),
             (b"x-inference-overhead-ms", b"%.3f" % (overhead * 1000)),
+            *self._model_header(trace),
         ]
         task = asyncio.current_task()
         state = [True, False]  # streaming, client gone
@@ -743,6 +758,23 @@ class Gateway:
 
         await self._simple(scope, send, "models", produce)
 
+    async def model_detail(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``GET /v1/models/{id}``: one model (an id, alias, ``backend/model``), its backends."""
+        model_id = scope["path"][len("/v1/models/") :]
+
+        async def produce() -> tuple[int, bytes]:
+            found = await self.router.find_model(model_id) if model_id else []
+            if not found:
+                catalog = getattr(self.router, "catalog", None)
+                if catalog is not None:
+                    raise catalog.not_found(model_id)
+                raise ModelNotFound(f"The model {model_id[:120]!r} does not exist", model=model_id)
+            first = found[0].to_dict()
+            first["backends"] = [m.backend for m in found]
+            return 200, orjson.dumps(first)
+
+        await self._simple(scope, send, "models", produce)
+
     async def health_detail(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def produce() -> tuple[int, bytes]:
             refresh = b"refresh=true" in scope.get("query_string", b"") or (
@@ -759,7 +791,12 @@ class Gateway:
                 overall = "unavailable"
             if self.metrics is not None:
                 self.metrics.update_from_health(backends)
-            payload = {"status": overall, "ready": ready, "backends": public_health(backends)}
+            payload = {
+                "status": overall,
+                "ready": ready,
+                **seed_health(backends),  # the seed application's get_health_status() keys
+                "backends": public_health(backends),  # replicas by name, not URL
+            }
             return 200, orjson.dumps(self.public.deep(payload), default=_json_default)
 
         await self._simple(scope, send, "health", produce, protected=self.protect_health)
@@ -942,7 +979,12 @@ def create_app(
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["authorization", "content-type", "x-request-id"],
-            expose_headers=["x-request-id", "x-inference-backend", "x-inference-overhead-ms"],
+            expose_headers=[
+                "x-request-id",
+                "x-inference-backend",
+                "x-inference-model",
+                "x-inference-overhead-ms",
+            ],
             max_age=600,
         )
     app._entry = entry
@@ -1016,6 +1058,7 @@ def _declare_routes(app: FastAPI, gateway: Gateway) -> None:
     ]
     if gateway.metrics is not None:
         gets.append(("/metrics", gateway.prometheus, "Prometheus metrics"))
+    gets.append(("/v1/models/{model_id:path}", gateway.model_detail, "One model and its backends"))
     for path, handler, summary in gets:
         app.add_api_route(
             path, route(handler), methods=["GET"], summary=summary, response_class=Response

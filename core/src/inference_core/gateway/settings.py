@@ -132,6 +132,7 @@ class GatewaySettings(BaseSettings):
         token = None
         try:
             if env is not None:
+                env = {**_from_config_file(env), **env}  # the environment wins over the file
                 values: dict[str, Any] = {}
                 for key, value in env.items():
                     upper = key.upper()
@@ -142,7 +143,8 @@ class GatewaySettings(BaseSettings):
                 values.update(overrides)
                 token = _EXPLICIT_ENV.set(True)
                 return cls(**values)
-            return cls(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+            file_values = _file_fields(cls, env_file)
+            return cls(_env_file=env_file, **{**file_values, **overrides})  # type: ignore[call-arg]
         except ValidationError as exc:
             err = exc.errors()[0]
             field = str(err["loc"][0]) if err["loc"] else "?"
@@ -160,3 +162,29 @@ class GatewaySettings(BaseSettings):
         data = self.model_dump()
         data["api_keys"] = ["****"] * len(self.api_keys)
         return data
+
+
+def _from_config_file(env: Mapping[str, str]) -> dict[str, str]:
+    """The ``INFERENCE_GATEWAY_*`` variables of the ``INFERENCE_CONFIG`` file ``env`` names."""
+    from ..config_file import file_variables
+
+    return {k: v for k, v in file_variables(env).items() if k.startswith(ENV_PREFIX)}
+
+
+def _file_fields(cls: type[GatewaySettings], env_file: str | None) -> dict[str, str]:
+    """Fields set by the config file and by neither the environment nor the ``.env`` file."""
+    import os
+
+    seen: dict[str, str] = {}
+    if env_file and os.path.isfile(env_file):
+        from dotenv import dotenv_values
+
+        seen.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    seen.update(os.environ)
+    present = {k.upper() for k, v in seen.items() if v.strip()}
+    out: dict[str, str] = {}
+    for variable, value in _from_config_file(seen).items():
+        name = variable[len(ENV_PREFIX) :].lower()
+        if variable not in present and name in cls.model_fields:
+            out[name] = value
+    return out

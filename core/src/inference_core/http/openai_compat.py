@@ -66,10 +66,17 @@ def request_body(request: WireModel, config: BackendConfig) -> dict[str, Any]:
 
 
 def url_for(config: BackendConfig, path: str) -> str:
-    """``config.base_url`` joined with ``path`` (a missing base URL is a config mistake)."""
-    if not config.base_url:
+    """``config.base_url`` joined with ``path`` (a missing base URL is a config mistake).
+
+    A base URL that ends in ``/v1`` joined with a path that starts with ``/v1/`` gives one
+    ``/v1``, never ``/v1/v1/...`` (both ways of writing the URL work).
+    """
+    base = config.base_url
+    if not base:
         raise BackendUnavailable("no base URL is configured", backend=config.name)
-    return config.base_url + path
+    if path.startswith("/v1/") and base.endswith("/v1"):
+        return base + path[3:]
+    return base + path
 
 
 async def send(

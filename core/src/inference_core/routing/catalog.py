@@ -312,7 +312,7 @@ class ModelCatalog:
             error = f"listing models timed out after {self.timeout:g}s"
         elif isinstance(exc, InferenceError):
             error = f"listing models failed: {exc.kind} ({exc.message})"
-            if getattr(exc, "status", None) == 404 and exc.kind != "model_not_found":
+            if getattr(exc, "status", None) == 404:  # listing has no model to miss: a bad path
                 error = (
                     "listing models answered 404: the base URL looks wrong "
                     f"(check INFERENCE_{backend.name.upper()}_BASE_URL: the server's root "

@@ -113,9 +113,7 @@ class Planner:
                 target: str | None = catalog.default_model(backend)
             else:
                 target = catalog.lookup(backend, model)
-            if target is None:
-                if self.enable_fallback and self._targets(name, model):
-                    return self._finish([], name, rest=False, also=model)
+            if target is None:  # the client chose a backend that does not have it: a 404
                 return Miss(name, backend)
             return self._finish([Step(backend, target)], name, rest=False, also=model)
         steps = [Step(b, model_id) for b, model_id in catalog.servers(name) if b in self.chain]

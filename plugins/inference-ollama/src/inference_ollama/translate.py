@@ -323,9 +323,9 @@ def chat_body(request: ChatRequest, config: BackendConfig) -> dict[str, Any]:
     fmt = _format(request, extras)
     if fmt is not None:
         body["format"] = fmt
-    tools = request.tools
-    if tools and request.tool_choice != "none":
-        body["tools"] = [t for t in tools if t.get("type", "function") == "function"]
+    tools = _tools(request, backend)
+    if tools:
+        body["tools"] = tools
     keep_alive = _keep_alive(extras, config)
     if keep_alive is not None:
         body["keep_alive"] = keep_alive
@@ -333,6 +333,28 @@ def chat_body(request: ChatRequest, config: BackendConfig) -> dict[str, Any]:
     if think is not None:
         body["think"] = think
     return body
+
+
+def _tools(request: ChatRequest, backend: str) -> list[dict[str, Any]] | None:
+    """The tools to send, as far as Ollama can express the request's ``tool_choice``.
+
+    Ollama's native API has no ``tool_choice``: ``auto`` (or none) sends the tools, ``none``
+    sends none; ``required`` or a named function would need a forced call, which Ollama
+    cannot make, so it is :class:`CapabilityNotSupported` (the router falls back to a
+    backend that can; with none left the client gets a 400 saying so), never silently auto.
+    """
+    tools = request.tools
+    choice = request.tool_choice
+    if not tools or choice == "none":
+        return None
+    if choice not in (None, "auto"):
+        wanted = "required" if choice == "required" else "a named function"
+        raise CapabilityNotSupported(
+            f"Ollama cannot force a tool call (tool_choice {wanted}); use tool_choice "
+            '"auto" or "none", or a backend that supports it',
+            backend=backend,
+        )
+    return [t for t in tools if t.get("type", "function") == "function"]
 
 
 def embed_model_for(config: BackendConfig, requested: str | None) -> str:

@@ -154,8 +154,8 @@ class VLLMPlugin:
                 backend=config.name,
             ) from None
 
-    @hookimpl
-    async def list_models(self, config: BackendConfig, http: httpx.AsyncClient) -> list[ModelInfo]:
+    async def _list(self, config: BackendConfig, http: httpx.AsyncClient) -> list[ModelInfo]:
+        """The models of the server ``config`` points at, tagged with ``context_length``."""
         models = await openai_compat.list_models(http, config)
         for info in models:
             max_len = getattr(info, "max_model_len", None)
@@ -164,6 +164,29 @@ class VLLMPlugin:
                 info.drop_raw()
         self._served[config.base_url or ""] = (time.monotonic(), [m.id for m in models])
         return models
+
+    @hookimpl
+    async def list_models(self, config: BackendConfig, http: httpx.AsyncClient) -> list[ModelInfo]:
+        """The chat server's models, plus the embeddings server's (``EMBED_BASE_URL``) or the
+        ``EMBED_MODEL`` option, so that the router can route requests for either by name."""
+        models = await self._list(config, http)
+        econfig = self._embed_config(config)
+        if econfig is config:
+            return models
+        ids = {m.id for m in models}
+        extra: list[ModelInfo] = []
+        if econfig.base_url != config.base_url:
+            try:
+                extra = await self._list(econfig, http)
+            except InferenceError:
+                extra = []  # the chat server's list still stands; health reports the rest
+        if (
+            econfig.model
+            and econfig.model not in ids
+            and not any(m.id == econfig.model for m in extra)
+        ):
+            extra.append(ModelInfo(id=econfig.model, owned_by="vllm", backend=config.name))
+        return models + [m for m in extra if m.id not in ids]
 
     @hookimpl
     async def startup(self, config: BackendConfig, http: httpx.AsyncClient) -> BackendConfig | None:
@@ -180,7 +203,7 @@ class VLLMPlugin:
             return None
         try:
             async with asyncio.timeout(timeout):
-                models = await self.list_models(config, http)
+                models = await self._list(config, http)
         except (InferenceError, TimeoutError):
             return None
         lengths = [getattr(m, "context_length", None) for m in models]
