@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import textwrap
+import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -10,6 +12,7 @@ import pytest
 import inference_core
 from inference_core.http import openai_compat
 from inference_core.testing import (
+    FAILURES,
     BackendConformance,
     HookHarness,
     TrackingTransport,
@@ -17,6 +20,7 @@ from inference_core.testing import (
     failing_handler,
     make_config,
 )
+from inference_core.testing.wire import OpenAIWire, float32_base64
 
 pytest_plugins = ("pytester",)
 
@@ -126,6 +130,54 @@ async def test_tracking_transport_records_closing_and_truncates():
     assert transport.requests[0].url == "http://x/"
 
 
+async def test_tracking_transport_records_refused_requests_and_bodies():
+    transport = TrackingTransport(httpx.MockTransport(failing_handler("connect")))
+    async with httpx.AsyncClient(transport=transport) as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.post("http://x/v1/chat/completions", json={"model": "m"})
+    (record,) = transport.responses
+    assert (record.status, record.method, record.path) == (0, "POST", "/v1/chat/completions")
+    assert record.body == {"model": "m"}
+    assert record.headers["content-type"] == "application/json"
+    assert not transport.unclosed()
+    assert transport.since(transport.mark()) == []
+
+
+def test_every_failure_has_an_answer_and_unknown_ones_are_refused():
+    for failure in FAILURES:
+        handler = failing_handler(failure)
+        request = httpx.Request("GET", "http://x/")
+        if failure in ("connect", "timeout"):
+            with pytest.raises(httpx.TransportError):
+                handler(request)
+        else:
+            assert handler(request).status_code in range(200, 600)
+    with pytest.raises(ValueError, match="known: connect"):
+        failing_handler("418")
+
+
+def test_openai_wire_answers_as_a_server_would():
+    wire = OpenAIWire()
+
+    def post(path, body):
+        return httpx.Request("POST", "http://x" + path, json=body)
+
+    plain = wire.answer(post("/v1/chat/completions", {"stream": True}), "chat_stream").content
+    asked = {"stream": True, "stream_options": {"include_usage": True}}
+    usage = wire.answer(post("/chat/completions", asked), "chat_stream").content
+    assert b'"choices": []' not in plain
+    assert b'"choices": []' in usage
+    error = wire.answer(post("/v1/chat/completions", {"stream": True}), "stream_error").content
+    assert error.index(b'"content": "Hel"') < error.index(b'"error"') < error.index(b"[DONE]")
+    body = {"input": ["a", "b"], "encoding_format": "base64", "dimensions": 4}
+    data = wire.answer(post("/v1/embeddings", body), "embed").json()["data"]
+    assert [item["index"] for item in data] == [1, 0]
+    assert data[1]["embedding"] == float32_base64(canned.embedding_for("a", dims=4))
+    assert wire.answer(httpx.Request("GET", "http://x/v1/models"), "chat") is None
+    assert wire.fields(post("/v1/embeddings", body)) == body
+    assert wire.fields(httpx.Request("GET", "http://x/health")) is None
+
+
 async def test_failing_handler_maps_through_core_http():
     harness = HookHarness(GoodPlugin(), "good")
     transport = TrackingTransport(httpx.MockTransport(failing_handler("429")))
@@ -152,140 +204,177 @@ def test_fixtures_of_the_pytest11_plugin(inference_config, inference_harness):
 
 # ---------------------------------------------------------------- the kit fails broken plugins
 
-BROKEN = '''
-import asyncio
-import inference_core
-from inference_core.testing import BackendConformance, canned
-from inference_core.http import openai_compat
+PLUGINS = Path(__file__).with_name("conformance_plugins.py")
+RUN = ("-p", "no:cacheprovider", "-p", "no:asyncio", "-q", "-rf")
+
+#: (plugin, base class, class body, the check that must fail (a -k expression), message)
+BROKEN: list[tuple[str, str, str, str, str]] = [
+    # shape
+    ("SyncHook()", "Base", "supports_chat = False", "test_hooks_are_known", "async def"),
+    ("Misspelled()", "Base", "supports_chat = False", "test_hooks_are_known", "misspelled"),
+    ("Compat()", "Base", "supports_embeddings = False", "test_capability_flags", "flag is false"),
+    ("Compat('chat_dict')", "Base", "", "test_chat", "must return a ChatResponse"),
+    ("Compat('complete_empty')", "Base", "", "test_complete", "has no choice"),
+    ("Compat('models_empty')", "Base", "", "test_list_models", "returned no model"),
+    # streams
+    ("Compat('stream_list')", "Base", "", "test_chat_stream", "async iterator"),
+    ("Compat('leak_stream')", "Base", "", "test_chat_stream_closed_early", "never closed"),
+    ("Compat('leak_stream')", "Base", "", "test_chat_stream_truncated_raises and eof", "silently"),
+    ("Raw('no_end_check')", "RawBase", "", "test_chat_stream_truncated_raises", "silently"),
+    # 1. usage and request fields
+    ("Raw('drop_usage')", "RawBase", "", "test_stream_usage_chunk_when_asked", "usage chunk"),
+    ("Raw('drop_fields')", "RawBase", "", "test_request_fields_forwarded", "tool_choice=None"),
+    ("Compat('drop_extras')", "Base", "", "test_request_fields_forwarded", "top_k=None"),
+    ("Raw('drop_fields')", "RawBase", "", "test_stream_usage_chunk_when_asked", "usage chunk"),
+    # 2. in-band stream errors
+    ("Raw('skip_error_events')", "RawBase", "", "test_stream_in_band_error", "in-band error"),
+    # 3. refusals after the first chunk
+    (
+        "Raw('yield_first')",
+        "RawBase",
+        "",
+        "test_stream_refusal_before_first_chunk and 429",
+        "1 chunk",
+    ),
+    (
+        "Raw('yield_first')",
+        "RawBase",
+        "",
+        "test_stream_refusal_before_first_chunk and connect",
+        "1 chunk",
+    ),
+    # 4. statuses
+    ("Compat('raw_errors')", "Base", "", "test_error_mapping and 500", "not a taxonomy error"),
+    ("Raw('403_bad_request')", "RawBase", "", "test_error_mapping and 403", "expected Authentica"),
+    (
+        "Raw('context_bad_request')",
+        "RawBase",
+        "",
+        "test_error_mapping and context",
+        "expected ContextL",
+    ),
+    ("Raw('502_bad_request')", "RawBase", "", "test_error_mapping and 502", "expected BackendUna"),
+    (
+        "Raw('retry_after_seconds_only')",
+        "RawBase",
+        "",
+        "test_error_mapping and 429-date",
+        "retry_after=None",
+    ),
+    (
+        "Raw('retry_after_seconds_only')",
+        "RawBase",
+        "",
+        "test_error_mapping and 429-ms",
+        "retry_after=None",
+    ),
+    ("Raw('crash_on_garbage')", "RawBase", "", "test_error_mapping and 200-html", "not a taxonomy"),
+    ("Compat('health_raises')", "Base", "", "test_health_never_raises and 503", "must never raise"),
+    # 5. retries inside the plugin
+    ("Raw('retries')", "RawBase", "", "test_no_retry_inside_the_plugin and 503", "3 times"),
+    ("Raw('retries')", "RawBase", "", "test_no_retry_inside_the_plugin and connect", "3 times"),
+    # 6. aliases
+    ("Compat('no_alias')", "Base", "", "test_model_alias_on_the_wire", "'conformance-alias'"),
+    ("Compat('hardcoded_model')", "Base", "", "test_model_alias_on_the_wire", "'aliased-upstr"),
+    ("Compat('old_override')", "Base", "", "test_model_alias_on_the_wire", "'concrete-upstream"),
+    # 7. embeddings
+    ("Compat('reversed')", "Base", "", "test_embeddings_order_and_count", "input order"),
+    ("Raw('ignore_index')", "RawBase", "", "test_embeddings_placed_by_index", "is not the one"),
+    ("Raw('dedupe')", "RawBase", "", "test_embeddings_placed_by_index", "4 inputs gave 3"),
+    ("Compat('drop_embed_fields')", "Base", "", "test_embeddings_fields_forwarded", "dimensions"),
+    # 8. secrets and the shared client
+    ("Compat('logs_key')", "Base", "", "test_no_secret_in", "a log record leaks"),
+    (
+        "Compat('logs_token')",
+        "Base",
+        "options = {'admin_token': 'tok-conformance-0123456789'}",
+        "test_no_secret_in",
+        "a log record leaks",
+    ),
+    ("Compat('secret_in_error')", "Base", "", "test_no_secret_in", "error leaks"),
+    ("Compat('secret_in_error')", "Base", "", "test_error_mapping and 503", "leaks a secret"),
+    ("Compat('health_leaks_key')", "Base", "", "test_health_ready", "leaks a secret"),
+    ("Compat('closes_http')", "Base", "", "test_shared_client_left_open", "never close it"),
+]
+
+#: correct plugins of different designs, with the class body each needs
+CORRECT = [
+    ("Compat()", "Base", "", "core's openai_compat (SSE decoder, error mapping)"),
+    ("Raw()", "RawBase", "", "raw httpx, own SSE parser and status table, lazy request"),
+    ("Raw()", "RawBase", "api_key = None", "raw httpx, a keyless server"),
+]
 
 
-class Leaky:
-    """Each method breaks one rule; `mode` picks which."""
-
-    def __init__(self, mode):
-        self.mode = mode
-
-    @inference_core.hookimpl
-    async def chat(self, request, config, http):
-        if self.mode == "alias":
-            body = request.model_dump(exclude_none=True)   # forgets to map the alias
-            return await openai_compat.chat(http, config, request, body=body)
-        if self.mode == "raw_errors":
-            r = await http.post(config.base_url + "/v1/chat/completions", json={})
-            r.raise_for_status()                            # httpx errors leak out
-            return await openai_compat.chat(http, config, request)
-        if self.mode == "leak_stream" and request.stream:
-            req = http.build_request("POST", config.base_url + "/v1/chat/completions")
-            response = await http.send(req, stream=True)    # never closed, swallows truncation
-
-            async def gen():
-                from inference_core.models import ChatChunk
-                import json
-                async for line in response.aiter_lines():
-                    if line.startswith("data: {"):
-                        yield ChatChunk.model_validate(json.loads(line[6:]))
-            return gen()
-        return await openai_compat.chat(http, config, request)
-
-    @inference_core.hookimpl
-    async def embed(self, request, config, http):
-        result = await openai_compat.embed(http, config, request)
-        if self.mode == "reversed":
-            result.data.reverse()
-        return result
-
-    @inference_core.hookimpl
-    async def health(self, config, http):
-        if self.mode == "health_raises":
-            r = await http.get(config.base_url + "/health")
-            r.raise_for_status()
-        return await openai_compat.probe_health(http, config)
-
-    @inference_core.hookimpl
-    async def list_models(self, config, http):
-        if self.mode == "secret_in_error":
-            try:
-                return await openai_compat.list_models(http, config)
-            except inference_core.BackendError as exc:
-                raise type(exc)(f"{exc.message} (key {config.secret()})") from None
-        if self.mode == "closes_http":
-            result = await openai_compat.list_models(http, config)
-            await http.aclose()
-            return result
-        return await openai_compat.list_models(http, config)
-
-
-class SyncHook:
-    @inference_core.hookimpl
-    def health(self, config, http):
-        return None
-
-
-class Misspelled:
-    @inference_core.hookimpl
-    async def helth(self, config, http):
-        return None
-
-    @inference_core.hookimpl
-    async def chat(self, request, config, http=None):
-        return None
-
-
-class Base(BackendConformance):
-    supports_embeddings = True
-
-    def mock_chat(self, upstream):
-        upstream.post("/v1/chat/completions").respond(json=canned.chat_completion())
-
-    def mock_chat_stream(self, upstream):
-        upstream.post("/v1/chat/completions").respond(content=canned.chat_stream())
-
-    def mock_embed(self, upstream):
-        upstream.post("/v1/embeddings").mock(side_effect=canned.embeddings_handler)
-
-    def mock_health(self, upstream):
-        upstream.get("/health").respond(json={})
-
-    def mock_list_models(self, upstream):
-        upstream.get("/v1/models").respond(json=canned.models())
-'''
+def _run_kit(pytester, plugin: str, base: str, body: str, *args: str):
+    source = PLUGINS.read_text()
+    test = f"\n\nclass TestPlugin({base}):\n    plugin = {plugin}\n    {body or 'pass'}\n"
+    pytester.makepyfile(test_plugin=source + test)
+    return pytester.runpytest_inprocess(*RUN, *args)
 
 
 @pytest.mark.parametrize(
-    ("plugin_expr", "extra", "failing", "message"),
-    [
-        ("Leaky('alias')", "", "test_chat", "model alias"),
-        ("Leaky('raw_errors')", "", "test_error_mapping[[]500]", "not a taxonomy error"),
-        ("Leaky('leak_stream')", "", "test_chat_stream_truncated_raises[[]eof]", "ended silently"),
-        ("Leaky('leak_stream')", "", "test_chat_stream_closed_early", "never closed"),
-        ("Leaky('reversed')", "", "test_embeddings_order_and_count", "is not the one"),
-        ("Leaky('health_raises')", "", "test_health_never_raises[[]503]", "must never raise"),
-        ("SyncHook()", "supports_chat = False", "test_hooks_are_known", "async def"),
-        ("Misspelled()", "supports_embeddings = False", "test_hooks_are_known", "misspelled"),
-        ("Leaky('ok')", "supports_embeddings = False", "test_capability_flags", "flag is false"),
-        ("Leaky('secret_in_error')", "", "test_error_mapping[[]503]", "leaks the API key"),
-        ("Leaky('closes_http')", "", "test_list_models", "never close it"),
-    ],
+    ("plugin", "base", "body", "check", "message"),
+    BROKEN,
+    ids=[f"{p}-{c}" for p, _, _, c, _ in BROKEN],
 )
-def test_kit_catches_a_broken_plugin(pytester, plugin_expr, extra, failing, message):
-    body = f"\n\nclass TestBroken(Base):\n    plugin = {plugin_expr}\n    {extra or 'pass'}\n"
-    pytester.makepyfile(test_broken=textwrap.dedent(BROKEN) + body)
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:asyncio", "-q", "-rf")
-    assert result.parseoutcomes()["failed"] >= 1
-    result.stdout.fnmatch_lines([f"FAILED*{failing}*"])
-    assert message in result.stdout.str()
+def test_kit_catches_a_broken_plugin(pytester, plugin, base, body, check, message):
+    """Each seeded bug fails the check of its rule, with a message that names the problem."""
+    result = _run_kit(pytester, plugin, base, body, "-k", check)
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) >= 1, result.stdout.str()
+    name = check.split(" and ")[0]
+    result.stdout.fnmatch_lines([f"FAILED*{name}*"])
+    assert message in result.stdout.str(), result.stdout.str()
 
 
-def test_kit_passes_the_good_plugin_under_pytester(pytester):
-    """Same kit, run as a plugin author would: zero failures, zero skips."""
-    pytester.makepyfile(
-        test_good=textwrap.dedent(BROKEN) + "\n\nclass TestGood(Base):\n    plugin = Leaky('ok')\n"
-    )
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:asyncio", "-q")
+def test_every_check_has_a_broken_plugin():
+    """The parametrised cases above cover every check of the kit (a new check needs one)."""
+    checks = {n for n in dir(BackendConformance) if n.startswith("test_")}
+    covered = {c for c in checks for _, _, _, k, _ in BROKEN if c.startswith(k.split(" and ")[0])}
+    assert checks - covered == set()
+
+
+@pytest.mark.parametrize(("plugin", "base", "body", "design"), CORRECT, ids=[c[3] for c in CORRECT])
+def test_kit_passes_correct_plugins(pytester, plugin, base, body, design):
+    """Correct designs pass every check: zero failures, zero skips, and fast."""
+    started = time.perf_counter()
+    result = _run_kit(pytester, plugin, base, body)
+    took = time.perf_counter() - started
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) == 0, result.stdout.str()
     assert outcomes.get("skipped", 0) == 0
-    assert outcomes["passed"] >= 20
+    assert outcomes["passed"] >= 90
+    assert took < 10, f"the whole conformance run took {took:.1f} s"
+
+
+async def test_the_kit_hands_over_the_client_as_the_router_does():
+    """What the shared-client check guards against happens in production: a hook that enters
+    the client the router gave it closes the router's client, for every backend."""
+
+    class Closer:
+        @inference_core.hookimpl
+        async def chat(self, request, config, http):
+            async with http:  # works on the router's client (never entered), then closes it
+                return await openai_compat.chat(http, config, request)
+
+        @inference_core.hookimpl
+        async def health(self, config, http):
+            return inference_core.Health(state="ready")
+
+    env = {
+        "INFERENCE_PROVIDER": "closer",
+        "INFERENCE_CLOSER_BASE_URL": "http://upstream.test",
+        "INFERENCE_CLOSER_MODEL": "m",
+    }
+    answer = httpx.MockTransport(lambda r: httpx.Response(200, json=canned.chat_completion()))
+    router = inference_core.Router.from_env(
+        env, env_file=None, transport=answer, extra_plugins={"closer": Closer()}
+    )
+    async with router:
+        assert router.http is not None
+        assert not router.http.is_closed
+        await router.chat({"messages": [{"role": "user", "content": "hi"}]})
+        assert router.http.is_closed  # every backend's next request fails
 
 
 async def test_inference_upstream_fixture(inference_upstream):

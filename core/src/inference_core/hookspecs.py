@@ -8,7 +8,8 @@ Arguments (an implementation may accept any subset of them, by name; never give 
 parameter a default value, pluggy then does not pass it):
 
 * ``request``: the pydantic request (:mod:`inference_core.models`); ``request.model`` is the
-  client's alias, map it with ``config.model_for(request.model)``.
+  name the router resolved for this backend (docs/routing.md); send
+  ``config.model_for(request.model)``, which also maps this backend's aliases and ``default``.
 * ``config``: this backend's :class:`~inference_core.models.BackendConfig`.
 * ``http``: the ``httpx.AsyncClient`` that core owns and pools; do not close it.
 

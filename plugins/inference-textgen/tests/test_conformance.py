@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import httpx
+
 import inference_textgen
 from inference_core.testing import BackendConformance, canned
 
@@ -47,7 +51,23 @@ class TestTextgenConformance(BackendConformance):
 
 
 class TestTextgenAdminConformance(TestTextgenConformance):
-    options = {"admin_key": "admin-secret", "autoload": "true"}
+    """With an admin key and autoload: the fake server loads whatever model it is asked for."""
+
+    options = {"admin_key": "admin-secret-k3y", "autoload": "true"}
+
+    def _info(self, upstream):
+        loaded = {"name": LOADED}
+
+        def load(request):
+            loaded["name"] = json.loads(request.content)["model_name"]
+            return httpx.Response(200, json={"status": "ok"})
+
+        upstream.get("/v1/internal/model/info").mock(
+            side_effect=lambda request: httpx.Response(
+                200, json={**INFO, "model_name": loaded["name"]}
+            )
+        )
+        upstream.post("/v1/internal/model/load").mock(side_effect=load)
 
     def mock_list_models(self, upstream):
         upstream.get("/v1/internal/model/list").respond(json={"model_names": [LOADED, "other"]})

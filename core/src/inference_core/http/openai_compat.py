@@ -40,6 +40,7 @@ __all__ = [
     "complete",
     "config_timeout",
     "embed",
+    "embeddings_in_order",
     "list_models",
     "probe_health",
     "request_body",
@@ -320,11 +321,32 @@ async def embed(
     payload = body if body is not None else request_body(request, config)
     response = await _post(http, config, path, payload, headers, False)
     result = parse(EmbeddingResponse, response.content, backend=config.name)
-    if len(result.data) != len(request.inputs):
+    return embeddings_in_order(result, len(request.inputs), backend=config.name)
+
+
+def embeddings_in_order(
+    result: EmbeddingResponse, count: int, *, backend: str
+) -> EmbeddingResponse:
+    """``result`` with exactly ``count`` embeddings, each placed by its ``index`` (0..n-1).
+
+    A server may answer out of order: the ``index`` of each item, not its position, says which
+    input it belongs to.  A count mismatch or indexes that are not 0..n-1 raise
+    ``BackendUnavailable``.
+    """
+    if len(result.data) != count:
         raise BackendUnavailable(
-            f"the backend returned {len(result.data)} embeddings for {len(request.inputs)} inputs",
-            backend=config.name,
+            f"the backend returned {len(result.data)} embeddings for {count} inputs",
+            backend=backend,
         )
+    indexes = [item.index for item in result.data]
+    if indexes != list(range(count)):
+        if sorted(indexes) != list(range(count)):
+            raise BackendUnavailable(
+                f"the backend's embedding indexes {indexes[:8]} are not 0..{count - 1}",
+                backend=backend,
+            )
+        result.data.sort(key=lambda item: item.index)
+        result.drop_raw()
     return result
 
 

@@ -156,7 +156,8 @@ class Executor:
         try:
             return await self._run(op, request, trace, stream, self.order(steps), chain)
         finally:
-            request.model = asked
+            if request.model != asked:
+                request.model = asked
 
     async def _run(
         self,
@@ -208,7 +209,8 @@ class Executor:
                             )
                         )
                     raise AllBackendsFailed(list(attempts), last=errors[-1] if errors else None)
-                request.model = model  # the name this backend knows (also undoes a plugin's edit)
+                if request.model != model:  # the name this backend knows (or a plugin's edit)
+                    request.model = model
                 replica = await self._admit(backend, remaining)
                 if replica is None:  # at capacity, its queue full or waited out: spill on
                     error = self._overloaded(backend)

@@ -41,9 +41,17 @@ count, error mapping, a health check that never raises)::
 
 Instead of the ``mock_*`` methods you may define ``handler(self, request) -> httpx.Response``
 answering every success scenario.  Failures (connection refused, timeout, 429 with
-``Retry-After: 7``, 500, 503, 400, 401) are injected by the kit itself on every URL.  A backend
-that makes no HTTP call sets ``talks_http = False``.  Every check is a synchronous test that runs
-its coroutine with ``asyncio.run``: no asyncio plugin or mode is needed.
+``Retry-After`` in seconds, as a date or in ``retry-after-ms``, 400 and a context-length 400,
+401, 403, 404 for a model and for a route, 408, 413, 422, 500, 502, 503, 504, HTML error pages
+and 200s that are no answer) are injected by the kit itself on every URL.  The wire-level
+checks (usage chunk, in-band stream errors, request fields, aliases, embeddings by index,
+base64 and dimensions) let ``wire`` (:class:`~inference_core.testing.wire.OpenAIWire` unless
+you set another :class:`~inference_core.testing.wire.Wire`) answer the generation requests and
+read the bodies the fake upstream recorded.  A backend that makes no HTTP call sets
+``talks_http = False``.  The plugin gets the shared client as the router hands it over (made,
+never entered); a hook that closes it fails.  Every check is a synchronous test that runs its
+coroutine with ``asyncio.run``: no asyncio plugin or mode is needed.  The rules the checks
+enforce, with what a failure means, are the table in CONTRIBUTING.md.
 
 Other helpers:
 
@@ -73,9 +81,10 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "BackendConformance": "conformance",
-    "HookHarness": "conformance",
-    "hook_implementations": "conformance",
-    "make_config": "conformance",
+    "HookHarness": "harness",
+    "hook_implementations": "harness",
+    "make_config": "harness",
+    "capture_logs": "harness",
     "TrackingTransport": "transport",
     "Tracked": "transport",
     "failing_handler": "transport",
@@ -86,7 +95,10 @@ _EXPORTS = {
     "peer_url": "local",
     "serve_http": "local",
     "unused_port": "local",
+    "Wire": "wire",
+    "OpenAIWire": "wire",
     "canned": None,
+    "wire": None,
 }
 
 __all__ = sorted(_EXPORTS)
@@ -105,7 +117,9 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import canned
-    from .conformance import BackendConformance, HookHarness, hook_implementations, make_config
+    from . import canned, wire
+    from .conformance import BackendConformance
+    from .harness import HookHarness, capture_logs, hook_implementations, make_config
     from .local import dead_url, missing_peer, peer_url, serve_http, unused_port
     from .transport import FAILURES, FakeUpstream, Tracked, TrackingTransport, failing_handler
+    from .wire import OpenAIWire, Wire

@@ -15,7 +15,7 @@ import pytest
 @pytest.fixture
 def inference_config() -> Any:
     """:func:`inference_core.testing.make_config`: build a ``BackendConfig`` for a test."""
-    from .conformance import make_config
+    from .harness import make_config
 
     return make_config
 
@@ -23,7 +23,7 @@ def inference_config() -> Any:
 @pytest.fixture
 def inference_harness() -> Any:
     """A factory ``(plugin, name="test") -> HookHarness`` to call one plugin's hooks as core."""
-    from .conformance import HookHarness
+    from .harness import HookHarness
 
     def factory(plugin: object, name: str = "test") -> Any:
         return HookHarness(plugin, name)

@@ -12,26 +12,73 @@ stream off as complete.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
 __all__ = ["FAILURES", "FakeUpstream", "Tracked", "TrackingTransport", "failing_handler"]
 
 #: The upstream failures the conformance kit injects, by name.
-FAILURES = ("connect", "timeout", "429", "500", "503", "400", "401")
+FAILURES = (
+    "connect",
+    "timeout",
+    "429",
+    "429-date",
+    "429-ms",
+    "500",
+    "502",
+    "502-html",
+    "503",
+    "504",
+    "400",
+    "400-context",
+    "401",
+    "403",
+    "404-model",
+    "404-route",
+    "408",
+    "413",
+    "422",
+    "200-not-json",
+    "200-html",
+)
 
 
 @dataclass
 class Tracked:
-    """One upstream response: the request it answered, its status, whether it was closed."""
+    """One upstream request as the fake upstream received it, and what became of its answer.
+
+    ``status`` is 0 when the request failed without an answer (connection refused, timeout);
+    ``closed`` tells whether the plugin released the answer; ``body`` is the request's JSON
+    body (``None`` when it had none or it was not JSON).
+    """
 
     request: httpx.Request
     status: int
     closed: bool = False
     bytes_read: int = 0
+
+    @property
+    def method(self) -> str:
+        return self.request.method
+
+    @property
+    def path(self) -> str:
+        return self.request.url.path
+
+    @property
+    def headers(self) -> httpx.Headers:
+        return self.request.headers
+
+    @property
+    def body(self) -> Any:
+        try:
+            return json.loads(self.request.content or b"null")
+        except (ValueError, UnicodeDecodeError):
+            return None
 
 
 class _TrackedStream(httpx.AsyncByteStream):
@@ -67,14 +114,24 @@ class TrackingTransport(httpx.AsyncBaseTransport):
         """Responses nobody closed (should be empty once a call or stream is over)."""
         return [r for r in self.responses if not r.closed]
 
+    def mark(self) -> int:
+        """A position in :attr:`responses`; :meth:`since` gives what came after it."""
+        return len(self.responses)
+
+    def since(self, mark: int) -> list[Tracked]:
+        return self.responses[mark:]
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        record = Tracked(request=request, status=0, closed=True)
+        self.responses.append(record)  # recorded first: a refused request counts too
         response = await self.inner.handle_async_request(request)
         body = b""
         async for part in response.stream:  # type: ignore[union-attr]
             body += part
         await response.aclose()
-        record = Tracked(request=request, status=response.status_code)
-        self.responses.append(record)
+        record.status = response.status_code
+        record.closed = False
         chunks = _split(body)
         broken = False
         if self.truncate and 200 <= response.status_code < 300 and len(chunks) > 1:
@@ -106,45 +163,109 @@ def _split(body: bytes) -> list[bytes]:
     return [body] if body else []
 
 
+def _json_error(status: int, message: str, etype: str, **extra: object) -> httpx.Response:
+    return httpx.Response(status, json={"error": {"message": message, "type": etype, **extra}})
+
+
+_HTML_PAGE = (
+    "<html><head><title>{title}</title></head><body><center><h1>{title}</h1></center>"
+    "<hr><center>nginx</center></body></html>"
+)
+
+
+def _retry_after_date() -> str:
+    import email.utils
+    import time
+
+    return email.utils.formatdate(time.time() + RETRY_AFTER_DATE_SECONDS, usegmt=True)
+
+
+#: Seconds ahead of "now" that the ``429-date`` failure's ``Retry-After`` HTTP date names.
+RETRY_AFTER_DATE_SECONDS = 30
+
+_ANSWERS: dict[str, Callable[[], httpx.Response]] = {
+    "429": lambda: httpx.Response(
+        429,
+        headers={"retry-after": "7"},
+        json={"error": {"message": "Rate limit reached", "type": "rate_limit_error"}},
+    ),
+    "429-date": lambda: httpx.Response(
+        429,
+        headers={"retry-after": _retry_after_date()},
+        json={"error": {"message": "Rate limit reached", "type": "rate_limit_error"}},
+    ),
+    "429-ms": lambda: httpx.Response(
+        429,
+        headers={"retry-after-ms": "1500"},
+        json={"error": {"message": "Rate limit reached", "type": "rate_limit_error"}},
+    ),
+    "500": lambda: _json_error(500, "upstream is unhappy", "server_error"),
+    "502": lambda: _json_error(502, "bad gateway", "server_error"),
+    "502-html": lambda: httpx.Response(
+        502,
+        content=_HTML_PAGE.format(title="502 Bad Gateway").encode(),
+        headers={"content-type": "text/html"},
+    ),
+    "503": lambda: _json_error(503, "upstream is unhappy", "server_error"),
+    "504": lambda: _json_error(504, "upstream timed out", "server_error"),
+    "400": lambda: _json_error(
+        400, "invalid value for 'temperature'", "invalid_request_error", param="temperature"
+    ),
+    "400-context": lambda: _json_error(
+        400,
+        "This model's maximum context length is 4096 tokens. However, your messages resulted "
+        "in 5000 tokens.",
+        "invalid_request_error",
+        param="messages",
+        code="context_length_exceeded",
+    ),
+    "401": lambda: _json_error(401, "invalid api key", "auth_error"),
+    "403": lambda: _json_error(403, "this key may not use this model", "permission_error"),
+    "404-model": lambda: _json_error(
+        404,
+        "The model `no-such-model` does not exist",
+        "invalid_request_error",
+        param="model",
+        code="model_not_found",
+    ),
+    "404-route": lambda: httpx.Response(404, json={"detail": "Not Found"}),  # FastAPI route miss
+    "408": lambda: _json_error(408, "request timeout", "timeout"),
+    "413": lambda: _json_error(413, "request entity too large", "invalid_request_error"),
+    "422": lambda: httpx.Response(
+        422,
+        json={"detail": [{"loc": ["body", "temperature"], "msg": "must be <= 2", "type": "x"}]},
+    ),
+    "200-not-json": lambda: httpx.Response(
+        200, content=b"this is not JSON at all", headers={"content-type": "text/plain"}
+    ),
+    "200-html": lambda: httpx.Response(
+        200,
+        content=_HTML_PAGE.format(title="Service temporarily unavailable").encode(),
+        headers={"content-type": "text/html"},
+    ),
+}
+
+
 def failing_handler(failure: str) -> Callable[[httpx.Request], httpx.Response]:
     """A MockTransport handler that fails every request the way ``failure`` names.
 
-    ``connect`` (connection refused), ``timeout`` (read timeout), ``429`` (with
-    ``Retry-After: 7``), ``500``, ``503``, ``400`` (an invalid parameter), ``401``.
+    ``connect`` (connection refused), ``timeout`` (read timeout), ``429`` (``Retry-After: 7``),
+    ``429-date`` (``Retry-After`` as an HTTP date 30 s ahead), ``429-ms`` (``retry-after-ms:
+    1500``), ``500``, ``502``, ``502-html`` (a proxy's HTML page), ``503``, ``504``, ``400`` (an
+    invalid parameter), ``400-context`` (the context is too long), ``401``, ``403``,
+    ``404-model`` (an unknown model), ``404-route`` (an unknown route, FastAPI's answer),
+    ``408``, ``413``, ``422`` (FastAPI's validation error), ``200-not-json`` and ``200-html``
+    (a success status with a body that is no answer).
     """
+    if failure not in FAILURES:
+        raise ValueError(f"unknown failure {failure!r}; known: {', '.join(FAILURES)}")
 
     def handler(request: httpx.Request) -> httpx.Response:
         if failure == "connect":
             raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
         if failure == "timeout":
             raise httpx.ReadTimeout("timed out", request=request)
-        if failure == "429":
-            return httpx.Response(
-                429,
-                headers={"retry-after": "7"},
-                json={"error": {"message": "Rate limit reached", "type": "rate_limit_error"}},
-            )
-        if failure in ("500", "503"):
-            return httpx.Response(
-                int(failure),
-                json={"error": {"message": "upstream is unhappy", "type": "server_error"}},
-            )
-        if failure == "400":
-            return httpx.Response(
-                400,
-                json={
-                    "error": {
-                        "message": "invalid value for 'temperature'",
-                        "type": "invalid_request_error",
-                        "param": "temperature",
-                    }
-                },
-            )
-        if failure == "401":
-            return httpx.Response(
-                401, json={"error": {"message": "invalid api key", "type": "auth_error"}}
-            )
-        raise ValueError(f"unknown failure {failure!r}; known: {', '.join(FAILURES)}")
+        return _ANSWERS[failure]()
 
     return handler
 

@@ -191,14 +191,7 @@ async def embed(
     else:
         response = await _send(http, config, "/embeddings", body)
         result = openai_compat.parse(EmbeddingResponse, response.content, backend=config.name)
-    if len(result.data) != len(request.inputs):
-        from inference_core import BackendUnavailable
-
-        raise BackendUnavailable(
-            f"the backend returned {len(result.data)} embeddings for {len(request.inputs)} inputs",
-            backend=config.name,
-        )
-    return result
+    return openai_compat.embeddings_in_order(result, len(request.inputs), backend=config.name)
 
 
 @hookimpl

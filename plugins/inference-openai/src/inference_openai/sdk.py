@@ -131,6 +131,10 @@ def map_error(exc: BaseException, config: BackendConfig) -> BackendError:
         if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
             return AuthenticationFailed(redact(message), backend=backend)
         if isinstance(exc, openai.NotFoundError):
+            if _body_of(exc.response):  # core's table: an unknown route is not an unknown model
+                return error_for_response(
+                    404, exc.response.content, exc.response.headers, backend=backend
+                )
             return ModelNotFound(message, backend=backend)
         if isinstance(exc, openai.BadRequestError):
             # core's table (context-length markers included), as on the raw path
@@ -171,7 +175,7 @@ async def _call(config: BackendConfig, method: Any, kwargs: dict[str, Any]) -> A
             raise map_error(exc, config) from None
         except openai.OpenAIError as exc:
             raise map_error(exc, config) from None
-        except ValueError:  # a 200 whose JSON body is cut or malformed
+        except (ValueError, AttributeError, TypeError):  # a 200 whose body is no answer
             raise BackendUnavailable(
                 "malformed JSON from the backend", backend=config.name
             ) from None

@@ -21,6 +21,10 @@ class Echo:
             for word in text.split(" "):
                 delta = {"content": word + " "}
                 yield ChatChunk(id="echo", created=now, model=model, choices=[{"delta": delta}])
+            stop = {"finish_reason": "stop"}  # the last choice chunk says why the text ended
+            yield ChatChunk(id="echo", created=now, model=model, choices=[stop])
+            if request.include_usage:  # asked for: a last chunk, choices == [] and usage set
+                yield ChatChunk(id="echo", created=now, model=model, usage={"total_tokens": 0})
 
         return chunks()
 
