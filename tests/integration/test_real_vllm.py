@@ -57,9 +57,16 @@ async def test_chat_default_model_resolved(plugin, config, http):
 
 
 async def test_chat_configured_model_and_alias(plugin, vllm_chat_url, http):
-    cfg = BackendConfig(name="vllm", base_urls=(vllm_chat_url,), model="gemma3-270m")
+    cfg = BackendConfig(
+        name="vllm",
+        base_urls=(vllm_chat_url,),
+        model="gemma3-270m",
+        aliases={"gpt-4o-mini": "gemma3-270m"},
+    )
     result = await plugin.chat(request=chat(model="gpt-4o-mini"), config=cfg, http=http)
     assert result.model == "gemma3-270m"  # the client's alias never reaches vLLM
+    result = await plugin.chat(request=chat(model="default"), config=cfg, http=http)
+    assert result.model == "gemma3-270m"  # the configured model is the default
 
 
 async def test_stream_with_usage(plugin, config, http):
