@@ -17,8 +17,9 @@ the corked protocol (``_protocol.py``) adds, per connection:
 * **connection limit** (``MAX_CONNECTIONS``): one connection more than that is answered
   ``503`` at once and closed, before it can cost anything.
 
-Costs on the hot path: two timer handles per request (about 1 us each).  The limits live in
-class attributes that :func:`guarded_protocol` fills from the settings.
+Costs on the hot path: a few attribute writes per request; a timer is armed only when a read
+leaves a head or body incomplete.  The limits live in class attributes that
+:func:`guarded_protocol` fills from the settings.
 """
 
 from __future__ import annotations
@@ -49,7 +50,12 @@ _503 = _response(b"503 Service Unavailable", b"Too many open connections to this
 
 
 class GuardedHttpToolsProtocol(CorkedHttpToolsProtocol):
-    """``CorkedHttpToolsProtocol`` with header/body timeouts, a header cap, a connection cap."""
+    """``CorkedHttpToolsProtocol`` with header/body timeouts, a header cap, a connection cap.
+
+    Timers are armed lazily: only when a read leaves a request's head (or body) incomplete,
+    at the deadline counted from where that head (body) began.  A request that arrives whole
+    in one read, the usual case, arms no timer at all.
+    """
 
     header_timeout: float = 10.0
     body_timeout: float = 30.0
@@ -59,8 +65,11 @@ class GuardedHttpToolsProtocol(CorkedHttpToolsProtocol):
     _head_timer: asyncio.TimerHandle | None = None
     _body_timer: asyncio.TimerHandle | None = None
     _in_head = False
-    _head_bytes = 0
+    _in_body = False
+    _head_since = 0.0
+    _body_since = 0.0
     _raw_head = 0
+    _chunk = 0
     _rejected = False
 
     # -------------------------------------------------------------------- connection level
@@ -70,7 +79,11 @@ class GuardedHttpToolsProtocol(CorkedHttpToolsProtocol):
         if len(self.connections) > self.max_connections:
             self._reject(_503)
             return
-        self._start_head()
+        self._in_head = True
+        self._head_since = self.loop.time()
+        self._head_timer = self.loop.call_at(
+            self._head_since + self.header_timeout, self._head_expired
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timers()
@@ -79,11 +92,23 @@ class GuardedHttpToolsProtocol(CorkedHttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._rejected:
             return
+        self._chunk = len(data)
         if self._in_head:
-            self._raw_head += len(data)
+            self._raw_head += self._chunk
         super().data_received(data)
-        if self._in_head and not self._rejected and self._raw_head > self.max_header_bytes:
-            self._reject(_431)  # a head that keeps growing without ending
+        if self._rejected:
+            return
+        if self._in_head:
+            if self._raw_head > self.max_header_bytes:
+                self._reject(_431)  # a head that keeps growing without ending
+            elif self._head_timer is None:
+                self._head_timer = self.loop.call_at(
+                    self._head_since + self.header_timeout, self._head_expired
+                )
+        elif self._in_body and self._body_timer is None:
+            self._body_timer = self.loop.call_at(
+                self._body_since + self.body_timeout, self._body_expired
+            )
 
     def send_400_response(self, msg: str) -> None:
         if self._rejected:  # our own refusal, already answered
@@ -95,32 +120,31 @@ class GuardedHttpToolsProtocol(CorkedHttpToolsProtocol):
     def on_message_begin(self) -> None:
         if self._rejected:
             return
-        if not self._in_head:
-            self._start_head()
+        if not self._in_head:  # a kept-alive connection's next request: its head starts now
+            self._in_head = True
+            self._head_since = self.loop.time()
+            self._raw_head = 0
         super().on_message_begin()
 
-    def on_url(self, url: bytes) -> None:
-        self._count(len(url))
-        if not self._rejected:
-            super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
-        if not self._rejected:
-            super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
-        if self._rejected:  # refused while its headers were parsed: never reaches the app
+        if self._rejected:
             return
         self._in_head = False
         timer = self._head_timer
         if timer is not None:
             timer.cancel()
             self._head_timer = None
+        if self._raw_head + self._chunk > self.max_header_bytes:  # maybe: count exactly
+            size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+            if size > self.max_header_bytes:
+                self._reject(_431)  # never reaches the app
+                return
+        self._raw_head = 0
         pipelined = self.cycle is not None and not self.cycle.response_complete
         super().on_headers_complete()
-        if not pipelined and self.body_timeout:
-            self._body_timer = self.loop.call_later(self.body_timeout, self._body_expired)
+        if not pipelined:  # a pipelined request's body waits for its turn: no deadline
+            self._in_body = True
+            self._body_since = self.loop.time()
 
     def on_body(self, body: bytes) -> None:
         if not self._rejected:
@@ -129,6 +153,7 @@ class GuardedHttpToolsProtocol(CorkedHttpToolsProtocol):
     def on_message_complete(self) -> None:
         if self._rejected:
             return
+        self._in_body = False
         timer = self._body_timer
         if timer is not None:
             timer.cancel()
@@ -137,19 +162,6 @@ class GuardedHttpToolsProtocol(CorkedHttpToolsProtocol):
 
     # ------------------------------------------------------------------------------ helpers
 
-    def _start_head(self) -> None:
-        self._in_head = True
-        self._head_bytes = 0
-        self._raw_head = 0
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-        self._head_timer = self.loop.call_later(self.header_timeout, self._head_expired)
-
-    def _count(self, n: int) -> None:
-        self._head_bytes += n
-        if self._head_bytes > self.max_header_bytes and not self._rejected:
-            self._reject(_431)  # the callbacks that follow in this feed see _rejected
-
     def _head_expired(self) -> None:
         self._head_timer = None
         if self._in_head and not self.transport.is_closing():
@@ -157,7 +169,7 @@ class GuardedHttpToolsProtocol(CorkedHttpToolsProtocol):
 
     def _body_expired(self) -> None:
         self._body_timer = None
-        if not self.transport.is_closing():
+        if self._in_body and not self.transport.is_closing():
             self._rejected = True
             self.transport.close()  # the handler reading the body sees a disconnect
 
