@@ -380,3 +380,24 @@ def test_embed_body():
 def test_same_model():
     assert translate.same_model("llama3.2", "llama3.2:latest")
     assert not translate.same_model("llama3.2:1b", "llama3.2:latest")
+
+
+async def test_ollama_parallelism_becomes_the_admission_cap(monkeypatch):
+    from inference_ollama import plugin
+
+    monkeypatch.delenv("OLLAMA_NUM_PARALLEL", raising=False)
+    cfg = make_config("ollama", base_url="http://o.test", model="m")
+    assert await plugin.startup(config=cfg) is None  # nothing known: no cap
+    monkeypatch.setenv("OLLAMA_NUM_PARALLEL", "4")
+    got = await plugin.startup(config=cfg)
+    assert got.options["max_concurrency"] == "4"
+    cfg = make_config("ollama", base_url="http://o.test", model="m", options={"num_parallel": "2"})
+    assert (await plugin.startup(config=cfg)).options["max_concurrency"] == "2"
+    cfg = make_config(
+        "ollama", base_url="http://o.test", model="m",
+        options={"num_parallel": "2", "max_concurrency": "8"},
+    )  # fmt: skip
+    assert await plugin.startup(config=cfg) is None  # the explicit cap wins
+    bad = make_config("ollama", base_url="http://o.test", options={"max_keep_alive": "x"})
+    with pytest.raises(ConfigError, match="INFERENCE_OLLAMA_MAX_KEEP_ALIVE"):
+        await plugin.startup(config=bad)
