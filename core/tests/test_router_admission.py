@@ -150,3 +150,34 @@ async def test_a_queued_request_is_served_when_a_slot_frees() -> None:
         results = await asyncio.gather(*(router.chat(dict(MSG)) for _ in range(3)))
     assert len(results) == 3  # one at a time, the two others waited their turn (queue: 2)
     assert upstream.peak["one.test"] == 1
+
+
+async def test_a_queue_wait_leaves_the_fallback_its_time() -> None:
+    """With a later backend in the plan, waiting in a queue never eats the time the fallback
+    needs: the wait is cut to the deadline less the first-token timeout."""
+    upstream = Upstream(delay=1.5)
+    router, _ = gateway(
+        {
+            "INFERENCE_PROVIDER": "local",
+            "INFERENCE_LOCAL_PLUGIN": "vllm",
+            "INFERENCE_LOCAL_BASE_URL": "http://local.test",
+            "INFERENCE_LOCAL_MAX_CONCURRENCY": "1",
+            "INFERENCE_LOCAL_QUEUE_TIMEOUT": "30",
+            "ENABLE_FALLBACK": "true",
+            "FALLBACK_CHAIN": "big",
+            "INFERENCE_BIG_PLUGIN": "vllm",
+            "INFERENCE_BIG_BASE_URL": "http://big.test",
+            "INFERENCE_REQUEST_DEADLINE": "3",
+            "INFERENCE_FIRST_TOKEN_TIMEOUT": "2",
+        },
+        upstream,
+    )
+    from inference_core.router import RequestTrace
+
+    async with router:
+        traces = [RequestTrace(), RequestTrace()]
+        t0 = time.monotonic()
+        await asyncio.gather(*(router.chat(dict(MSG), trace=t) for t in traces))
+        took = time.monotonic() - t0
+    assert sorted(t.backend for t in traces) == ["big", "local"]
+    assert took < 2.9  # the second waited ~1 s (3 - 2) in the queue, then the fallback answered

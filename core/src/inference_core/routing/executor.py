@@ -211,7 +211,10 @@ class Executor:
                     raise AllBackendsFailed(list(attempts), last=errors[-1] if errors else None)
                 if request.model != model:  # the name this backend knows (or a plugin's edit)
                     request.model = model
-                replica = await self._admit(backend, remaining)
+                # a queue wait leaves a later step its first-token budget (no silent loss of
+                # the fallback to a long wait here)
+                reserve = policy.first_token_timeout if index < last_index else 0.0
+                replica = await self._admit(backend, remaining - reserve)
                 if replica is None:  # at capacity, its queue full or waited out: spill on
                     error = self._overloaded(backend)
                     errors.append(error)
@@ -332,13 +335,14 @@ class Executor:
 
     # ------------------------------------------------------------------------- admission
 
-    async def _admit(self, backend: BackendEntry, remaining: float) -> Replica | None:
+    async def _admit(self, backend: BackendEntry, budget: float) -> Replica | None:
         """The replica to send to, holding one of its admission slots; None when the backend
         is at capacity (every replica's slots taken and the queue full, or the wait ran out).
 
         A replica without admission control (no cap known) is always admitted.  The picked
         replica first, then any other eligible one with a free slot; then the picked one's
-        queue, up to its ``queue_timeout`` and the request's remaining deadline.
+        queue, up to its ``queue_timeout`` and ``budget`` seconds (the remaining deadline,
+        less a later step's first-token timeout); no budget left: no waiting.
         """
         replicas = backend.replicas
         replica = replicas.pick()
@@ -352,10 +356,10 @@ class Executor:
                 and (other.admission is None or other.admission.try_acquire())
             ):
                 return other
-        if admission.full():
+        if admission.full() or budget <= 0:
             admission.rejected_full += 1
             return None
-        if await admission.acquire(max_wait=max(0.0, remaining)):
+        if await admission.acquire(max_wait=budget):
             return replica
         return None
 
