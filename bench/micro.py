@@ -44,6 +44,18 @@ BODIES = {
                b'"stream_options":{"include_usage":true}}'),
     "embed": (b"/v1/embeddings", b'{"model":"mock-embed","input":["The quick brown fox",'
               b'"jumps over the lazy dog"]}'),
+    "messages": (b"/v1/messages", b'{"model":"mock-chat","system":"You are a helpful assistant.",'
+                 b'"messages":[{"role":"user","content":"Say hello in one short sentence."}],'
+                 b'"max_tokens":64,"temperature":0}'),
+    "messages_stream": (b"/v1/messages", b'{"model":"mock-stream","system":"You are a helpful '
+                        b'assistant.","messages":[{"role":"user","content":"Say hello in one '
+                        b'short sentence."}],"max_tokens":64,"temperature":0,"stream":true}'),
+    "responses": (b"/v1/responses", b'{"model":"mock-chat","instructions":"You are a helpful '
+                  b'assistant.","input":"Say hello in one short sentence.","max_output_tokens":64,'
+                  b'"temperature":0,"store":false}'),
+    "responses_stream": (b"/v1/responses", b'{"model":"mock-stream","instructions":"You are a '
+                         b'helpful assistant.","input":"Say hello in one short sentence.",'
+                         b'"max_output_tokens":64,"temperature":0,"stream":true,"store":false}'),
 }  # fmt: skip
 
 
@@ -111,7 +123,7 @@ async def main(n: int, access_log: bool) -> None:
             out.clear()
             await app(scope, receive, send)
         per = (time.process_time() - t0) / n * 1e6
-        print(f"{name:6s} {per:7.1f} us/request ({len(out)} B out)", flush=True)
+        print(f"{name:16s} {per:7.1f} us/request ({len(out)} B out)", flush=True)
     await router.aclose()
 
 

@@ -13,7 +13,7 @@
 #   model "mock-chat" & "mock-embed" -> http://127.0.0.1:18080   model "mock-stream" -> :18081
 # (nginx cannot branch on the JSON body, so the SSE upstream is a separate port.)
 # Options:
-#   --duration S (10)  --warmup S (3)  --reps N (2)  --conns "1 16 64"  --endpoints "chat stream embed"
+#   --duration S (10)  --warmup S (3)  --reps N (2)  --conns "1 16 64"  --endpoints "chat stream embed messages messages_stream responses responses_stream"
 #   --ours-cmd CMD (default: $PYTHON -c 'from inference_core.gateway import serve; serve()')
 #   --ours-env FILE (bench/gateway.env)   --ours-name NAME (inference-core)   --no-ours
 #   --rundir DIR (/tmp/gwbench/NAME)   --out FILE
@@ -34,7 +34,8 @@ fi
 NAME=inference-core
 GATEWAY="" MODEL="" STREAM_MODEL="" EMBED_MODEL="" API_KEY="" GW_PID=""
 LITELLM_WORKERS="1"
-DURATION=10 WARMUP=3 REPS=2 CONNS="1 16 64" ENDPOINTS="chat stream embed"
+DURATION=10 WARMUP=3 REPS=2 CONNS="1 16 64"
+ENDPOINTS="chat stream embed messages messages_stream responses responses_stream"
 RUNDIR="" OUT="" SKIP_SETUP=0 UPGRADE=0
 OURS_CMD="$PYTHON -c 'from inference_core.gateway import serve; serve()'"
 OURS_ENV="$HERE/gateway.env" OURS=1 OURS_NAME=inference-core
@@ -200,18 +201,9 @@ python3 "$HERE/bench.py" run --rundir "$RUNDIR" --luadir "$HERE/lua" \
 mkdir -p "$HERE/results"
 RAW="results/$NAME-$(date -u +%Y%m%d-%H%M%S).jsonl"
 cp "$RUNDIR/results.jsonl" "$HERE/$RAW"
-NOTES="$RUNDIR/notes.md"
-{
-  if [ -n "$LITELLM_WORKERS" ] && [ -f "$HERE/notes-litellm.md" ]; then cat "$HERE/notes-litellm.md"; echo; fi
-  if [ -f "$HERE/notes-$NAME.md" ]; then cat "$HERE/notes-$NAME.md"; echo; fi
-  echo "## wrk self-check"
-  echo
-  cat "$RUNDIR/wrkcheck.txt"
-  echo
-} >"$NOTES"
 title="Gateway overhead: direct nginx mock vs"
 [ -n "$LITELLM_WORKERS" ] && title+=" LiteLLM proxy (workers: $LITELLM_WORKERS)"
 [ -n "$GATEWAY" ] && title+=" vs $NAME ($GATEWAY)"
 [ "$OURS" = 1 ] && title+=" vs $OURS_NAME (started by the harness)"
-python3 "$HERE/bench.py" report --rundir "$RUNDIR" --out "$OUT" --title "$title" --raw-name "$RAW" --notes "$NOTES"
+python3 "$HERE/bench.py" report --rundir "$RUNDIR" --out "$OUT" --title "$title" --raw-name "$RAW"
 log "done: $OUT"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bootstrap.sh [serve|test]: create ./.venv (Python >= 3.11) and install what the job needs.
-#   serve: inference-core[gateway] + inference-llamacpp[default-model] (the embedded local default)
+#   serve: inference-switchboard[gateway] + inference-llamacpp[default-model] (the embedded local default)
 #   test:  every distribution of the repository in editable mode + the development tools
 # Idempotent: a stamp holding the hash of every pyproject.toml skips pip when nothing changed.
 # Env: PYTHON (interpreter to build the venv with; default python3.11, else python3).
@@ -29,9 +29,10 @@ if [[ "$job" == serve ]]; then
 else
   specs=(-e "core[gateway,testing]" "${plugins[@]}"
          "pytest>=8" "pytest-asyncio>=0.24" "respx>=0.21" "hypothesis>=6" "ruff>=0.6"
-         "openai>=1.40" "ollama>=0.4" "jsonschema>=4" "pyyaml>=6" "build>=1" "schemathesis>=3")
+         "openai>=1.40" "anthropic>=0.40" "ollama>=0.4" "jsonschema>=4" "pyyaml>=6" "build>=1"
+         "schemathesis>=3" "hatchling>=1.21" "twine>=6.1" "packaging>=24")
 fi
-want="$job $(cat core/pyproject.toml plugins/*/pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)"
+want="$job $(cat core/pyproject.toml plugins/*/pyproject.toml scripts/bootstrap.sh 2>/dev/null | sha256sum | cut -c1-16)"
 stamp=.venv/.bootstrap-$job
 if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   echo "[bootstrap] pip install (${job})" >&2

@@ -53,6 +53,8 @@ class Compat:
 
     def __init__(self, mode: str = "ok") -> None:
         self.mode = mode
+        if mode == "native_claims":  # declares a protocol it never answers natively
+            self.native_protocols = ("anthropic.messages",)
 
     @inference_core.hookimpl
     async def chat(self, request, config, http):

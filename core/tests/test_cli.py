@@ -295,7 +295,7 @@ def test_serve_without_gateway_extra(monkeypatch):
     )
     result = run(["serve"])
     assert result.exit_code == cli.EXIT_CONFIG
-    assert "pip install 'inference-core[gateway]'" in result.stderr
+    assert "pip install 'inference-switchboard[gateway]'" in result.stderr
 
 
 def test_serve_calls_the_gateway(monkeypatch):

@@ -103,3 +103,19 @@ def test_the_tutorial_plugin_is_the_tested_one():
     assert (
         '[project.entry-points."inference_core.backends"]\necho = "inference_echo:plugin"' in text
     )
+
+
+def test_the_native_protocol_capability_is_documented():
+    """CONTRIBUTING documents the optional native-protocol capability with its real names."""
+    from inference_core.protocols import native
+    from inference_core.testing import BackendConformance
+
+    text = hook_reference()
+    assert "### Native protocols (optional capability)" in text
+    for name in ("native_protocols", "native_request()", "NativeAnswer", "NativeEvent",
+                 "mock_native(self, upstream, protocol, stream)", *native.PROTOCOLS):  # fmt: skip
+        assert name in text, f"CONTRIBUTING's native-protocol section does not mention {name}"
+    for name in ("native_request", "speaks", "NativeAnswer", "NativeEvent", "PROTOCOLS"):
+        assert hasattr(native, name), f"documented but missing: native.{name}"
+    assert hasattr(BackendConformance, "mock_native")
+    assert hasattr(BackendConformance, "native_protocols")

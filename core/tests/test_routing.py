@@ -352,3 +352,29 @@ async def test_the_upstream_body_carries_the_resolved_name_for_streams_too():
     assert json.loads(a.requests[0].content)["model"] == "real"
     assert trace.model == "real"
     assert chunks
+
+
+async def test_find_model_by_id_alias_implicit_form_and_backend_slash_model():
+    a, b = Server(), Server()
+    a.models, b.models = ["llama3:latest"], ["llama3:latest", "qwen"]
+    configs = [config("a", aliases={"fast": "llama3:latest"}), config("b")]
+    router = routed(FakeSettings(configs), fleet(a=a, b=b))
+    async with router:
+        both = await router.find_model("llama3")
+        only_b = await router.find_model("b/llama3")
+        alias = await router.find_model("fast")
+        none = await router.find_model("a/qwen")
+    assert [(m.backend, m.id) for m in both] == [("a", "llama3:latest"), ("b", "llama3:latest")]
+    assert [(m.backend, m.id) for m in only_b] == [("b", "llama3:latest")]
+    assert [(m.backend, m.id) for m in alias] == [("a", "llama3:latest")]
+    assert none == []
+
+
+async def test_an_alias_routes_before_another_backends_listing():
+    a, b = Server(), Server()
+    a.models = b.models = ["mock-chat", "mock-stream"]  # both list both (as the bench mock does)
+    configs = [config("a"), config("b", aliases={"mock-stream": "mock-stream"})]
+    router = routed(FakeSettings(configs), fleet(a=a, b=b))
+    async with router:
+        plan = router.planner.plan("mock-stream")
+    assert [s.backend.name for s in plan] == ["b", "a"]

@@ -295,6 +295,17 @@ BROKEN: list[tuple[str, str, str, str, str]] = [
     ("Compat('secret_in_error')", "Base", "", "test_error_mapping and 503", "leaks a secret"),
     ("Compat('health_leaks_key')", "Base", "", "test_health_ready", "leaks a secret"),
     ("Compat('closes_http')", "Base", "", "test_shared_client_left_open", "never close it"),
+    # native protocols (optional capability)
+    ("Compat('native_claims')", "Base", "", "test_native_protocols_declared", "kit was told"),
+    (
+        "Compat('native_claims')",
+        "Base",
+        "native_protocols = ('anthropic.messages',)\n"
+        "    def mock_native(self, upstream, protocol, stream):\n"
+        "        upstream.post('/v1/messages').respond(json={})",
+        "test_native_protocol_answers_keep_the_protocol and anthropic and json",
+        "a native answer",
+    ),
 ]
 
 #: correct plugins of different designs, with the class body each needs

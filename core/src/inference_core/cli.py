@@ -33,7 +33,7 @@ NO_PLUGIN_HINT = (
     "                                   inference-openai, inference-textgen)\n"
     "then name it in INFERENCE_PROVIDER or FALLBACK_CHAIN."
 )
-GATEWAY_HINT = "The gateway needs its extra: pip install 'inference-core[gateway]'"
+GATEWAY_HINT = "The gateway needs its extra: pip install 'inference-switchboard[gateway]'"
 
 
 def build_app(

@@ -528,17 +528,12 @@ class Router:
         ``:latest`` form, or ``backend/model``); empty when nobody serves it."""
         models = await self.list_models()
         head, sep, rest = model_id.partition("/")
-        if sep and head in self._backends:
-            return [
-                m for m in models if m.backend == head and (m.id == rest or rest in (_aliases(m)))
-            ]
+        backend = self._backends.get(head) if sep else None
+        if backend is not None:
+            found = self.catalog.lookup(backend, rest) if backend.usable else None
+            return [m for m in models if m.backend == head and m.id == found]
         servers = {(b.name, mid) for b, mid in self.catalog.servers(model_id)}
-        return [m for m in models if (m.backend, m.id) in servers or m.id == model_id]
-
-
-def _aliases(model: ModelInfo) -> list[str]:
-    value = (model.model_extra or {}).get("aliases")
-    return list(value) if isinstance(value, list) else []
+        return [m for m in models if (m.backend, m.id) in servers]
 
 
 def _coerce(model: Any, request: Any) -> Any:

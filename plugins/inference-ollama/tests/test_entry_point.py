@@ -17,7 +17,7 @@ def test_entry_point_resolves_to_the_plugin():
 def test_distribution_metadata():
     dist = distribution("inference-ollama")
     assert dist.metadata["Requires-Python"] == ">=3.11"
-    assert any(r.startswith("inference-core") for r in dist.requires or [])
+    assert any(r.startswith("inference-switchboard") for r in dist.requires or [])
 
 
 def test_router_loads_it_by_name():

@@ -22,6 +22,7 @@ import orjson
 from pydantic import ValidationError
 
 from ..errors import AllBackendsFailed, InferenceError, RateLimited
+from ..protocols._common import ProtocolError
 
 __all__ = [
     "GatewayError",
@@ -114,6 +115,10 @@ def error_for(
     if isinstance(exc, GatewayError):
         status, payload = exc.status, exc.to_openai()
         headers.extend(exc.headers)
+    elif isinstance(exc, ProtocolError):  # a translated protocol's 4xx
+        status = exc.status
+        payload = {"message": exc.message, "type": "invalid_request_error", "param": exc.param,
+                   "code": exc.code}  # fmt: skip
     elif isinstance(exc, InferenceError):
         status = int(getattr(exc, "status", 500) or 500)
         payload = exc.to_openai()

@@ -16,7 +16,8 @@ limits in ``docs/security.md``): ``HOST`` [127.0.0.1], ``PORT`` [8080], ``WORKER
 ``MAX_EMBED_INPUTS`` [2048] (400 naming the field above; 0 = no cap), ``CORS_ORIGINS`` (comma
 list, ``*`` for any; none = CORS off), ``LOG_FORMAT`` [json|text], ``LOG_LEVEL`` [info],
 ``ACCESS_LOG`` [true], ``DRAIN_TIMEOUT`` [30 s after SIGTERM], ``KEEPALIVE_TIMEOUT`` [75 s],
-``METRICS`` [true].
+``METRICS`` [true], ``RESPONSES_STORE_MAX`` [1000 stored Responses] and
+``RESPONSES_STORE_TTL`` [3600 s] (``previous_response_id``).
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ class GatewaySettings(BaseSettings):
     drain_timeout: float = Field(default=30.0, ge=0)
     keepalive_timeout: float = Field(default=75.0, gt=0)
     metrics: bool = True
+    responses_store_max: int = Field(default=1000, ge=1)
+    responses_store_ttl: float = Field(default=3600.0, gt=0)
 
     @field_validator("api_keys", mode="before")
     @classmethod

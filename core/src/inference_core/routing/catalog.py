@@ -146,9 +146,11 @@ class ModelCatalog:
                 pairs.append((b, entry.names.get(target, target)))
             if entry.wildcard or not (entry.listed or entry.declared):
                 open_.append(b)
+        # chain order, except that a backend declaring the name as an alias (the operator's
+        # explicit routing) comes before those that merely list it
         order = {b.name: i for i, b in enumerate(self._backends)}
-        for pairs in servers.values():
-            pairs.sort(key=lambda p: order[p[0].name])
+        for name, pairs in servers.items():
+            pairs.sort(key=lambda p, n=name: (n not in p[0].config.aliases, order[p[0].name]))
         self._servers = servers
         self._open = open_
         self.version += 1
@@ -156,7 +158,8 @@ class ModelCatalog:
     # ------------------------------------------------------------------------- lookups
 
     def servers(self, name: str) -> list[tuple[BackendEntry, str]]:
-        """The backends known to serve ``name`` (chain order), each with the id to send."""
+        """The backends known to serve ``name``, each with the id to send: those that declare
+        it as an alias first, then those that list it, each group in chain order."""
         return self._servers.get(name, [])
 
     def lookup(self, backend: BackendEntry, name: str) -> str | None:

@@ -104,6 +104,9 @@ class BackendConformance:
     supports_list_models: ClassVar[bool] = True
     talks_http: ClassVar[bool] = True
     wire: ClassVar[Wire] = OpenAIWire()
+    #: protocols the backend answers natively (``inference_core.protocols.native``); each
+    #: needs ``mock_native(upstream, protocol, stream)`` registering the native endpoint
+    native_protocols: ClassVar[tuple[str, ...]] = ()
     #: states a health check may report for a 5xx answer (llama.cpp: 503 means loading)
     health_states_on_5xx: ClassVar[tuple[str, ...]] = ("down", "loading")
     handler: ClassVar[Callable[..., httpx.Response] | None] = None
@@ -127,6 +130,11 @@ class BackendConformance:
 
     def mock_list_models(self, upstream: Any) -> None:
         raise NotImplementedError(f"{type(self).__name__}: define mock_list_models(self, upstream)")
+
+    def mock_native(self, upstream: Any, protocol: str, stream: bool) -> None:
+        raise NotImplementedError(
+            f"{type(self).__name__}: define mock_native(self, upstream, protocol, stream)"
+        )
 
     def backend_config(self) -> BackendConfig:
         """The config every check passes as ``config`` (override to add options)."""
@@ -965,6 +973,96 @@ class BackendConformance:
             self._run(failing_handler("500"), scenario)
 
     # ------------------------------------------------------------------------------- helpers
+
+    # ----------------------------------------------------------- native protocols (optional)
+
+    def test_native_protocols_declared(self) -> None:
+        """The protocols a plugin declares it answers natively (`native_protocols`) are known
+        ones, and the ones the test class says (`native_protocols` there too).
+
+        A plugin declares a native protocol only when it keeps that protocol exactly; the
+        gateway then hands it the original request instead of translating it.
+        """
+        from ..protocols import native
+
+        declared = set(getattr(self.plugin, "native_protocols", None) or ())
+        assert declared == set(self.native_protocols), (
+            f"the plugin declares native_protocols={sorted(declared)} but the kit was told "
+            f"{sorted(self.native_protocols)}: set native_protocols on the test class"
+        )
+        unknown = declared - set(native.PROTOCOLS)
+        assert not unknown, f"unknown native protocols {sorted(unknown)}; known: {native.PROTOCOLS}"
+
+    @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+    @pytest.mark.parametrize("protocol", ["anthropic.messages", "openai.responses"])
+    def test_native_protocol_answers_keep_the_protocol(self, protocol: str, stream: bool) -> None:
+        """A declared native protocol: answers in shape and event order (protocols.validate);
+        undeclared: the chat hook ignores the offer and answers chat objects."""
+        from ..protocols import native, validate
+
+        body: dict[str, Any] = (
+            {
+                "model": ALIAS,
+                "max_tokens": 16,
+                "stream": stream,
+                "messages": [{"role": "user", "content": "Say hello"}],
+            }
+            if protocol == "anthropic.messages"
+            else {
+                "model": ALIAS,
+                "stream": stream,
+                "store": False,
+                "input": [{"type": "message", "role": "user", "content": "Say hello"}],
+            }
+        )
+        declared = protocol in self.native_protocols
+        if not self.supports_chat or (stream and not self.supports_stream):
+            return
+
+        async def scenario(h, config, http, transport):
+            native.offer(native.NativeRequest(protocol, lambda: dict(body), stream))
+            try:
+                result = await h.call(
+                    "chat", request=self._chat_request(stream), config=config, http=http
+                )
+                items = await drain(result) if stream else [result]
+            finally:
+                native.offer(None)
+            if not declared:
+                kinds = (ChatChunk,) if stream else (ChatResponse,)
+                assert all(isinstance(i, kinds) for i in items), (
+                    f"{protocol} is not declared native, but chat answered "
+                    f"{type(items[0]).__name__}"
+                )
+                return
+            if stream:
+                assert all(isinstance(i, native.NativeEvent) for i in items), (
+                    "a native stream must yield NativeEvent objects"
+                )
+                data = b"".join(i.raw or b"" for i in items)
+                check = (
+                    validate.check_messages_stream
+                    if protocol == "anthropic.messages"
+                    else validate.check_responses_stream
+                )
+                check(data)
+            else:
+                assert isinstance(items[0], native.NativeAnswer), "a native answer: NativeAnswer"
+                obj = json.loads(items[0].raw or b"null")
+                if protocol == "anthropic.messages":
+                    validate.check_message(obj)
+                else:
+                    validate.check_response(obj)
+            self._assert_closed(transport, f"native {protocol}")
+
+        handler = self._upstream_handler("chat_stream" if stream else "chat")
+        if declared:
+            import respx
+
+            router = respx.Router(base_url=self.base_url, assert_all_called=False)
+            self.mock_native(router, protocol, stream)
+            handler = router.async_handler
+        self._run(handler, scenario)
 
     def _assert_returns_none_or_unsupported(self, hook: str, request: Any) -> None:
         async def scenario(h, config, http, transport):

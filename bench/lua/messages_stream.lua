@@ -1,0 +1,15 @@
+-- Anthropic Messages (/v1/messages), streamed (SSE events until message_stop).
+-- env: MODEL (default mock-stream), API_KEY (optional)
+dofile((os.getenv("BENCH_LUA_DIR") or ".") .. "/report.lua")
+local model = os.getenv("MODEL") or "mock-stream"
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Accept"] = "text/event-stream"
+wrk.headers["anthropic-version"] = "2023-06-01"
+if os.getenv("API_KEY") and os.getenv("API_KEY") ~= "" then
+  wrk.headers["Authorization"] = "Bearer " .. os.getenv("API_KEY")
+end
+wrk.body = '{"model":"' .. model .. '","system":"You are a helpful assistant.",' ..
+  '"messages":[{"role":"user","content":"Say hello in one short sentence."}],' ..
+  '"max_tokens":64,"temperature":0,"stream":true}'
+done = bench_done
