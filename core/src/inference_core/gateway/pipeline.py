@@ -35,10 +35,10 @@ from ..errors import InferenceError
 from ..models import WireModel
 from ..protocols._common import ProtocolError
 from .errors import GatewayError, error_for
+from .limits import RequestLimits, shown
 from .logs import ACCESS_LOGGER, LOGGER
 from .metrics import GatewayMetrics
 from .relay import EndOfStream, relay
-from .limits import RequestLimits, shown
 from .security import (
     KeyChecker,
     Redactor,
