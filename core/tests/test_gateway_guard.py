@@ -329,3 +329,56 @@ async def test_the_access_log_never_carries_an_unbounded_model_name(caplog) -> N
     assert lines
     for rec in lines:
         assert len(rec.fields["model"]) < 400  # type: ignore[attr-defined]
+
+
+def test_several_workers_each_apply_the_limits(tmp_path) -> None:
+    """``--workers 2``: uvicorn hands the protocol class to spawned worker processes (so it
+    must be importable by name), and each worker sets its limits from the environment."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("INFERENCE_", "OPENAI_", "LOCAL_"))
+    }
+    env.update(
+        {
+            "INFERENCE_PROVIDER": "vllm",
+            "INFERENCE_VLLM_BASE_URL": "http://127.0.0.1:9",
+            "INFERENCE_GATEWAY_HEADER_TIMEOUT": "1",
+            "INFERENCE_GATEWAY_LOG_LEVEL": "warning",
+        }
+    )
+    exe = [sys.executable, "-m", "inference_core.cli"]
+    proc = subprocess.Popen(
+        [*exe, "--env-file", "", "serve", "--port", str(port), "--workers", "2"],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.2)
+        for _ in range(4):  # whichever worker takes the connection
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+                t0 = time.monotonic()
+                data = conn.recv(1024)
+                assert data.startswith(b"HTTP/1.1 408"), data
+                assert time.monotonic() - t0 < 3
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

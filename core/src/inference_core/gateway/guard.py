@@ -208,14 +208,15 @@ class GuardedHttpToolsProtocol(CorkedHttpToolsProtocol):
 
 
 def guarded_protocol(settings: Any) -> type[GuardedHttpToolsProtocol]:
-    """A protocol class carrying ``settings``' limits (one class per served app)."""
-    return type(
-        "GuardedHttpToolsProtocol",
-        (GuardedHttpToolsProtocol,),
-        {
-            "header_timeout": float(settings.header_timeout),
-            "body_timeout": float(settings.body_timeout),
-            "max_header_bytes": int(settings.max_header_bytes),
-            "max_connections": int(settings.max_connections),
-        },
-    )
+    """:class:`GuardedHttpToolsProtocol`, its limits set from ``settings``.
+
+    The class itself (module-level, so that uvicorn can hand it to worker processes), with
+    class attributes set: one set of limits per process.  ``server.app_from_env`` calls this
+    again in each worker process, from the same environment.
+    """
+    cls = GuardedHttpToolsProtocol
+    cls.header_timeout = float(settings.header_timeout)
+    cls.body_timeout = float(settings.body_timeout)
+    cls.max_header_bytes = int(settings.max_header_bytes)
+    cls.max_connections = int(settings.max_connections)
+    return cls

@@ -29,6 +29,13 @@ def app_from_env() -> Any:
 
     settings = GatewaySettings.from_env()
     configure_logging(settings.log_format, settings.log_level)
+    if importlib.util.find_spec("httptools") is not None:
+        try:
+            from .guard import guarded_protocol
+
+            guarded_protocol(settings)  # this worker process's limits
+        except ImportError:  # pragma: no cover - a uvicorn without the httptools protocol
+            pass
     return create_app(Router.from_env(), settings)
 
 
