@@ -27,7 +27,7 @@ done
 if [[ "$job" == serve ]]; then
   specs=(-e "core[gateway]" -e "plugins/inference-llamacpp[default-model]")
 else
-  specs=(-e "core[gateway,testing]" "${plugins[@]}"
+  specs=(-e "core[gateway,redis,testing]" "${plugins[@]}"
          "pytest>=8" "pytest-asyncio>=0.24" "respx>=0.21" "hypothesis>=6" "ruff>=0.6"
          "openai>=1.40" "anthropic>=0.40" "ollama>=0.4" "jsonschema>=4" "pyyaml>=6" "build>=1"
          "schemathesis>=3" "hatchling>=1.21" "twine>=6.1" "packaging>=24")

@@ -4,7 +4,8 @@
 # 1. ./.venv with every distribution of the repository (scripts/bootstrap.sh test);
 # 2. lint (ruff check, ruff format --check);
 # 3. real peers: builds/installs (cached in ${INFERENCE_CACHE_DIR:-~/.cache/inference-core}) and starts
-#    a llama.cpp llama-server and two vLLM CPU servers (chat, embeddings) on free loopback ports;
+#    a llama.cpp llama-server, two vLLM CPU servers (chat, embeddings) and a redis-server (Debian's
+#    package, apt-get installed when missing) on free loopback ports;
 # 4. pytest with INFERENCE_REQUIRE_PEERS=1, so a test whose real server is missing FAILS, never skips;
 # 5. stops every server it started, whatever happened.
 # INFERENCE_TEST_NO_PEERS=1 skips 3 (quick local runs; the real-server tests are then skipped).
@@ -47,12 +48,20 @@ if [[ -z "${INFERENCE_TEST_NO_PEERS:-}" ]]; then
   bash scripts/peers/llamacpp.sh start "$LLAMA_PORT" >/dev/null
   log "llama-server ready on :$LLAMA_PORT"
 
+  log "Redis setup (apt-get redis-server when missing)"
+  bash scripts/peers/redis.sh setup
+  REDIS_PORT=$(free_port)
+  started+=("redis:$REDIS_PORT")
+  bash scripts/peers/redis.sh start "$REDIS_PORT" >/dev/null
+  log "redis-server ready on :$REDIS_PORT"
+
   wait "$chat_job" || { cat /tmp/inference-test-vllm-chat.log >&2; exit 1; }
   wait "$embed_job" || { cat /tmp/inference-test-vllm-embed.log >&2; exit 1; }
   log "vLLM servers ready"
   export INFERENCE_TEST_LLAMACPP_URL="http://127.0.0.1:$LLAMA_PORT"
   export INFERENCE_TEST_VLLM_CHAT_URL="http://127.0.0.1:$VLLM_CHAT_PORT"
   export INFERENCE_TEST_VLLM_EMBED_URL="http://127.0.0.1:$VLLM_EMBED_PORT"
+  export INFERENCE_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
   export INFERENCE_REQUIRE_PEERS=1
 fi
 

@@ -125,8 +125,9 @@ def embeddings(dim=384, n=2):
     }
 
 
-def models():
-    ids = ["mock-chat", "mock-stream", "mock-embed"]
+def models(ids=("mock-chat", "mock-embed")):
+    """What a port's /v1/models lists: each port only the models it serves, so that the
+    gateway's model catalog routes each model to its own port (no failed first try)."""
     return {
         "object": "list",
         "data": [{"id": m, "object": "model", "created": CREATED, "owned_by": "mock"} for m in ids],
@@ -140,6 +141,7 @@ def main():
     (out / "stream.sse").write_text(sse_stream())
     (out / "embeddings.json").write_text(dumps(embeddings()))
     (out / "models.json").write_text(dumps(models()))
+    (out / "models-stream.json").write_text(dumps(models(("mock-stream",))))
     for p in sorted(out.iterdir()):
         print(f"{p.name}\t{p.stat().st_size} bytes")
 

@@ -135,6 +135,14 @@ def test_non_loopback_bind_without_keys_is_refused_with_the_way_out() -> None:
             env={"INFERENCE_GATEWAY_ALLOW_UNAUTHENTICATED": "true"}, host="0.0.0.0"
         )
     )
+    # a key store holds the keys
+    import os
+
+    os.environ["INFERENCE_KEYS_FILE"] = "/nonexistent/keys.toml"
+    try:
+        check_bind(GatewaySettings.from_env(env={}, host="0.0.0.0"))
+    finally:
+        del os.environ["INFERENCE_KEYS_FILE"]
     assert is_loopback("localhost")
     assert is_loopback("127.0.0.5")
     assert not is_loopback("::")

@@ -280,6 +280,8 @@ def test_stop_sequence_found_by_the_translator(gw: Any, fakes: Any, stream: bool
     assert message.content[0].text == "Hello from "
     assert message.stop_reason == "stop_sequence"
     assert message.stop_sequence == "the fake"
+    assert message.usage.output_tokens == 4  # chunks up to the stop: "Hello" " from" " the" " fake"
+    assert message.usage.input_tokens > 0  # the documented estimate: the usage never came
     assert "stop" not in upstream(fakes[0])  # the backend would strip it and say only "stop"
 
 
@@ -596,3 +598,64 @@ def test_limits_and_deadlines_apply_as_on_chat(fakes: Any, serve_gateway: Any) -
     assert slow.value.status_code in (504, 529)
     assert _error(slow.value)["type"] in ("timeout_error", "overloaded_error")
     assert "first-token timeout" in _error(slow.value)["message"]
+
+
+def test_both_protocols_through_inference_serve(fakes: Any) -> None:
+    """`inference serve` in its own process: Messages and Responses from the official SDKs."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import openai
+
+    first, _ = fakes
+    first.reset()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "INFERENCE_PROVIDER": "openai",
+        "OPENAI_API_BASE": first.base_url,
+        "OPENAI_API_KEY": SECRET,
+        "INFERENCE_GATEWAY_API_KEYS": GW_KEY,
+        "HEALTH_CHECK_INTERVAL": "3600",
+    }
+    cli = str(Path(sys.executable).with_name("inference"))
+    proc = subprocess.Popen(
+        [cli, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        base = f"http://127.0.0.1:{port}"
+        with anthropic.Anthropic(base_url=base, api_key=GW_KEY, max_retries=0) as client:
+            message = client.messages.create(model="default", max_tokens=16, messages=USER)
+            with client.messages.stream(model="default", max_tokens=16, messages=USER) as st:
+                kinds = [e.type for e in st]
+        with openai.OpenAI(base_url=base + "/v1", api_key=GW_KEY, max_retries=0) as oai:
+            first_r = oai.responses.create(model="default", input="one")
+            second_r = oai.responses.create(
+                model="default", input="two", previous_response_id=first_r.id
+            )
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert message.content[0].text == REPLY
+    assert kinds[0] == "message_start"
+    assert kinds[-1] == "message_stop"
+    assert second_r.output_text == REPLY
+    assert '"path":"/v1/messages"' in out
+    assert '"path":"/v1/responses"' in out
+    assert SECRET not in out

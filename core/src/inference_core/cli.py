@@ -402,6 +402,9 @@ def build_app(
     from .ops import register as register_ops
 
     register_ops(app, env=env, extra_plugins=extra_plugins, transport=transport)
+    from .gateway.keys_cli import register as register_keys
+
+    register_keys(app, env=env, env_file=lambda: state["env_file"])
     return app
 
 

@@ -122,7 +122,15 @@ CORE_VARIABLES = (
 BACKEND_KEYS = ("BASE_URL", "MODEL", "MODELS", "API_KEY", "TIMEOUT", "CONNECT_TIMEOUT", "ALIASES")
 _SECRET_SUFFIXES = ("KEY", "KEYS", "TOKEN", "TOKENS", "SECRET", "SECRETS", "PASSWORD")
 #: Variables of other parts of the project that look like INFERENCE_<NAME>_<KEY>.
-_RESERVED_PREFIXES = ("INFERENCE_GATEWAY_",)
+_RESERVED_PREFIXES = (
+    "INFERENCE_GATEWAY_",
+    # keys, limits and shared state (inference_core.state.settings, docs/teams.md)
+    "INFERENCE_REDIS_",
+    "INFERENCE_KEYS_",
+    "INFERENCE_ADMIN_KEYS",
+    "INFERENCE_STATE_SYNC_INTERVAL",
+    "INFERENCE_LIMITS_LEASE",
+)
 _DEV_VARIABLES = frozenset(
     {
         "INFERENCE_TEST_LLAMACPP_URL",

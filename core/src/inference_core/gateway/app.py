@@ -112,15 +112,17 @@ def create_app(
     settings: GatewaySettings | None = None,
     *,
     manage_router: bool = True,
+    state_settings: Any = None,
 ) -> FastAPI:
     """The gateway app for ``router``.
 
     ``manage_router``: the app's lifespan calls ``await router.start()`` at start-up and
     ``await router.aclose()`` at shutdown (stopping managed children).  ``settings`` defaults
-    to ``GatewaySettings.from_env()``.
+    to ``GatewaySettings.from_env()``; ``state_settings`` (keys, limits, shared state,
+    ``docs/teams.md``) to ``StateSettings.from_env()``.
     """
     settings = settings or GatewaySettings.from_env()
-    gateway = Gateway(router, settings)
+    gateway = Gateway(router, settings, state_settings)
     routes: list[Route] = []
     for name in MODULES:
         module = importlib.import_module(f".api.{name}", __package__)
@@ -132,9 +134,11 @@ def create_app(
         if manage_router and hasattr(router, "start"):
             await router.start()
         _attach_state_listener(router, gateway)
+        await gateway.teams.start()
         try:
             yield
         finally:
+            await gateway.teams.aclose()
             if manage_router and hasattr(router, "aclose"):
                 import inspect
 

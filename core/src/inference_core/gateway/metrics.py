@@ -14,14 +14,25 @@
 | ``inference_gateway_backend_up`` | gauge | backend (1 ready, 0.5 loading, 0 down) |
 | ``inference_gateway_backend_state`` | gauge | backend, state (1 for the current state) |
 | ``inference_gateway_breaker_open`` | gauge | backend (1 open, 0.5 half-open, 0 closed) |
+| ``inference_gateway_key_tokens_total`` | counter | key (name), model (served), backend, dir |
+| ``inference_gateway_key_requests_total`` | counter | key, status |
+| ``inference_gateway_limit_rejections_total`` | counter | key, limit (rpm, tpm, parallel, budget) |
 
-Labels never carry a client-chosen value (no model names, no paths outside the fixed set), so
-cardinality is bounded by the configuration; never a secret either (backend names only).
-Recording a request costs a few dictionary look-ups: label children are cached.
+Labels never carry a client-chosen value (no requested model names, no paths outside the fixed
+set), so cardinality is bounded by the configuration: keys are labelled by their *name* from the
+key store (never the secret), models by the name the backend reported.  Recording a request
+costs a few dictionary look-ups: label children are cached.
+
+Several worker processes (``inference serve --workers N``): when ``PROMETHEUS_MULTIPROC_DIR``
+is set (``serve`` sets it to a fresh temporary directory for N > 1 when it is not), every
+process writes its values there and ``/metrics`` on any worker renders all of them together
+(``prometheus_client.multiprocess``): counters and histograms summed, the in-flight gauge summed
+over live workers, backend gauges the most recent value written.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -47,6 +58,9 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        #: the directory every worker writes to (None: this process's values only)
+        self.multiproc_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+        latest: Any = {"multiprocess_mode": "mostrecent"} if self.multiproc_dir else {}
         self.requests = Counter(
             "inference_gateway_requests",
             "Requests answered, by endpoint, serving backend and HTTP status.",
@@ -99,26 +113,52 @@ class GatewayMetrics:
             registry=r,
         )
         self.in_flight = Gauge(
-            "inference_gateway_in_flight_requests", "Requests being served.", registry=r
+            "inference_gateway_in_flight_requests",
+            "Requests being served.",
+            registry=r,
+            **({"multiprocess_mode": "livesum"} if self.multiproc_dir else {}),
         )
         self.backend_up = Gauge(
             "inference_gateway_backend_up",
             "Backend health: 1 ready, 0.5 loading, 0 down.",
             ("backend",),
             registry=r,
+            **latest,
         )
         self.backend_state = Gauge(
             "inference_gateway_backend_state",
             "1 for the backend's current health state.",
             ("backend", "state"),
             registry=r,
+            **latest,
         )
         self.breaker = Gauge(
             "inference_gateway_breaker_open",
             "Circuit breaker: 0 closed, 0.5 half-open, 1 open.",
             ("backend",),
             registry=r,
+            **latest,
         )
+        self.key_token_counter = Counter(
+            "inference_gateway_key_tokens",
+            "Tokens used per API key (its name), served model, backend and direction.",
+            ("key", "model", "backend", "direction"),
+            registry=r,
+        )
+        self.key_request_counter = Counter(
+            "inference_gateway_key_requests",
+            "Requests answered per API key (its name) and HTTP status.",
+            ("key", "status"),
+            registry=r,
+        )
+        self.limit_rejections = Counter(
+            "inference_gateway_limit_rejections",
+            "Requests refused with 429 because a key reached a limit.",
+            ("key", "limit"),
+            registry=r,
+        )
+        self._ktok: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._kreq: dict[tuple[str, int], Any] = {}
         labels = ("backend", "replica")
         self.admission = {
             key: Gauge(f"inference_gateway_admission_{key}", text, labels, registry=r)
@@ -210,6 +250,30 @@ class GatewayMetrics:
             counter = self.retries if nxt == attempt.backend else self.fallbacks
             counter.labels(attempt.backend, attempt.kind).inc()
 
+    def key_tokens(self, key: str, model: str, backend: str, prompt: int, completion: int) -> None:
+        """Count a request's tokens for the key named ``key``."""
+        ident = (key, model, backend)
+        pair = self._ktok.get(ident)
+        if pair is None:
+            c = self.key_token_counter
+            pair = self._ktok[ident] = (
+                c.labels(key, model, backend, "prompt"),
+                c.labels(key, model, backend, "completion"),
+            )
+        if prompt:
+            pair[0].inc(prompt)
+        if completion:
+            pair[1].inc(completion)
+
+    def key_request(self, key: str, status: int) -> None:
+        child = self._kreq.get((key, status))
+        if child is None:
+            child = self._kreq[(key, status)] = self.key_request_counter.labels(key, str(status))
+        child.inc()
+
+    def limit_rejected(self, key: str, limit: str) -> None:
+        self.limit_rejections.labels(key, limit).inc()
+
     def stream_error(self, backend: str, reason: str) -> None:
         self.stream_errors.labels(backend, reason).inc()
 
@@ -248,4 +312,11 @@ class GatewayMetrics:
                     gauge.labels(backend, str(i)).set(value)
 
     def render(self) -> bytes:
+        """The exposition text: this registry, or every worker's values in multiprocess mode."""
+        if self.multiproc_dir:
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=self.multiproc_dir)
+            return generate_latest(registry)
         return generate_latest(self.registry)

@@ -34,8 +34,8 @@ from typing import Any
 from ..errors import InferenceError
 from ..models import WireModel
 from ..protocols._common import ProtocolError
+from .caps import RequestLimits, shown
 from .errors import GatewayError, error_for
-from .limits import RequestLimits, shown
 from .logs import ACCESS_LOGGER, LOGGER
 from .metrics import GatewayMetrics
 from .relay import EndOfStream, relay
@@ -48,6 +48,7 @@ from .security import (
     new_request_id,
 )
 from .settings import GatewaySettings
+from .teams import Teams, ask_usage
 
 __all__ = [
     "JSON",
@@ -150,7 +151,7 @@ class Endpoint:
     operation: str | None = None
     router_method = "chat"
     api_key_header: bytes | None = None
-    key_hint = "'Authorization: Bearer <key>'"
+    key_hint = "'Authorization: Bearer <key>' or 'x-api-key: <key>'"
     translate: Callable[[Any, Gateway], Awaitable[Any]] | None = None
     collects = False
 
@@ -246,22 +247,28 @@ def raw_of(obj: Any) -> bytes | None:
 class Gateway:
     """The per-app state and the shared pipeline (one instance per ``create_app``)."""
 
-    def __init__(self, router: Any, settings: GatewaySettings) -> None:
+    def __init__(self, router: Any, settings: GatewaySettings, state_settings: Any = None) -> None:
         self.router = router
         self.settings = settings
         self.keys = KeyChecker(k.get_secret_value() for k in settings.api_keys)
         secrets = collect_secrets(router, settings.api_keys)
         self.redact = Redactor(secrets)  # logs: secrets out, addresses kept
         self.public = Redactor(secrets, collect_addresses(router))  # clients: addresses out too
-        self.limits = RequestLimits(settings)  # gateway/limits.py: the request caps
+        self.caps = RequestLimits(settings)  # gateway/caps.py: the request caps
         self.metrics: GatewayMetrics | None = GatewayMetrics() if settings.metrics else None
+        # keys (INFERENCE_GATEWAY_API_KEYS + the key store), limits, usage, shared state
+        # (docs/teams.md)
+        self.teams = Teams(
+            router, [k.get_secret_value() for k in settings.api_keys], self.metrics,
+            state_settings,
+        )  # fmt: skip
         self.access = settings.access_log
         self.max_body = settings.max_body_bytes
         self.max_tokens = settings.max_tokens_cap
         self.max_n = settings.max_n
         self.max_inputs = settings.max_embed_inputs
-        self.protect_metrics = settings.protect_metrics and self.keys.enabled
-        self.protect_health = settings.protect_health and self.keys.enabled
+        self.protect_metrics = settings.protect_metrics and self.teams.access.enabled
+        self.protect_health = settings.protect_health and self.teams.access.enabled
         self.trace_cls = _trace_class()
         self._backend_bytes: dict[str | None, bytes] = {None: NONE}
         self._model_bytes: dict[str | None, bytes] = {None: NONE}
@@ -437,6 +444,8 @@ class Gateway:
         attempts_before: int | None = None,
     ) -> None:
         """Metrics and the access line for one finished request."""
+        if trace is not None:
+            self.teams.settle(trace, status)  # the key's slot, tokens and usage
         backend = getattr(trace, "backend", None) if trace is not None else None
         duration = perf_counter() - t0
         if self.metrics is not None:
@@ -496,18 +505,27 @@ class Gateway:
         try:
             if scope["method"] != "POST":
                 raise self.method_not_allowed(b"POST")
-            if not self.keys.check(auth) and not self._alt_key_ok(scope, ep):
-                raise self.unauthorized(ep.key_hint)
+            record = await self.teams.access.identify(
+                auth, alt_key(scope, auth, ep.api_key_header), ep.key_hint
+            )
             body = await self.read_body(receive, clen)
             request = ep.parse(body)
             ep.check(self, request)
             routed = request if ep.translate is None else await ep.translate(request, self)
-            self.limits.check(routed)  # every protocol's request, as the router will get it
+            self.caps.check(routed)  # every protocol's request, as the router will get it
             trace = self.trace_cls(request_id=rid)
+            await self.teams.admit(record, getattr(routed, "model", None), trace, rid)
+            # streams: ask the backend for usage whatever the client asked (put back below, so
+            # the client's own stream_options decide whether it sees the usage chunk)
+            restore = ask_usage(routed)
             t1 = perf_counter()
-            result = await _call_watching_client(
-                getattr(self.router, ep.router_method), routed, trace, receive
-            )
+            try:
+                result = await _call_watching_client(
+                    getattr(self.router, ep.router_method), routed, trace, receive
+                )
+            finally:
+                if restore is not False:
+                    routed.stream_options = restore
             waited = perf_counter() - t1
             if isinstance(result, WireModel) or (ep.collects and not request.stream):
                 if isinstance(result, WireModel):
@@ -548,16 +566,6 @@ class Gateway:
             model = getattr(request, "model", None)
             self.finish(endpoint, scope, rid, status, t0, overhead, trace, model, error=error)
 
-    def _alt_key_ok(self, scope: Scope, ep: Endpoint) -> bool:
-        """The key sent in the endpoint's own header (Anthropic's ``x-api-key``), if any."""
-        name = ep.api_key_header
-        if name is None:
-            return False
-        for key, value in scope["headers"]:
-            if key == name:
-                return self.keys.check(b"Bearer " + value)
-        return False
-
     # ------------------------------------------------------------------ simple GET routes
 
     async def simple(
@@ -583,7 +591,7 @@ class Gateway:
         try:
             if scope["method"] not in methods:
                 raise self.method_not_allowed(methods[0].encode())
-            if protected and not self.keys.check(auth):
+            if protected and not self.teams.access.check(auth, alt_key(scope, auth)):
                 raise self.unauthorized()
             status, body = await produce()
             await self.send_json(
@@ -598,6 +606,18 @@ class Gateway:
                 send, status, body, rid.encode(), NONE, (perf_counter() - t0) * 1000, extra
             )
         self.finish(endpoint, scope, rid, status, t0, None, None, None, error=error)
+
+
+def alt_key(scope: Scope, auth: bytes | None, header: bytes | None = None) -> bytes | None:
+    """The key in ``x-api-key`` (or the endpoint's own header), looked for only when there is
+    no ``Authorization`` header: every route takes a key either way (docs/teams.md)."""
+    if auth is not None:
+        return None
+    name = header or b"x-api-key"
+    for key, value in scope["headers"]:
+        if key == name or key == b"x-api-key":
+            return value
+    return None
 
 
 def json_default(obj: Any) -> Any:

@@ -13,13 +13,54 @@ in-band error event, then the lifespan shutdown runs.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from .logs import configure_logging, uvicorn_log_config
 from .settings import GatewaySettings
 
-__all__ = ["app_from_env", "check_bind", "is_loopback", "serve", "uvicorn_options"]
+__all__ = [
+    "app_from_env",
+    "check_bind",
+    "is_loopback",
+    "multiprocess_metrics",
+    "serve",
+    "uvicorn_options",
+]
+
+
+@contextlib.contextmanager
+def multiprocess_metrics(enabled: bool = True) -> Iterator[str | None]:
+    """Several workers, one ``/metrics``: every worker writes its values to
+    ``PROMETHEUS_MULTIPROC_DIR`` and renders them all (:mod:`.metrics`).
+
+    The variable set by the operator: its stale ``*.db`` files of an earlier run are removed.
+    Unset: a fresh temporary directory for this run, removed afterwards.  Workers inherit the
+    variable (they are started after it is set).
+    """
+    if not enabled:
+        yield None
+        return
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        os.makedirs(given, exist_ok=True)
+        for name in os.listdir(given):
+            if name.endswith(".db"):
+                os.remove(os.path.join(given, name))
+        yield given
+        return
+    path = tempfile.mkdtemp(prefix="inference-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    try:
+        yield path
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def app_from_env() -> Any:
@@ -96,10 +137,17 @@ def is_loopback(host: str) -> bool:
 def check_bind(settings: GatewaySettings) -> None:
     """Refuse to serve without keys on an address other machines can reach.
 
-    Raises :class:`~inference_core.errors.ConfigError` naming what to set, unless keys are set,
-    the bind address is loopback, or ``INFERENCE_GATEWAY_ALLOW_UNAUTHENTICATED=true``.
+    Raises :class:`~inference_core.errors.ConfigError` naming what to set, unless keys are set
+    (``INFERENCE_GATEWAY_API_KEYS``, or a key store: ``INFERENCE_KEYS_FILE`` or
+    ``INFERENCE_REDIS_URL``), the bind address is loopback, or
+    ``INFERENCE_GATEWAY_ALLOW_UNAUTHENTICATED=true``.
     """
     if settings.auth_enabled or settings.allow_unauthenticated or is_loopback(settings.host):
+        return
+    from ..state import StateSettings
+
+    state = StateSettings.from_env()
+    if state.redis_url or state.keys_file:  # a key store (docs/teams.md) holds the keys
         return
     from ..errors import ConfigError
 
@@ -107,8 +155,9 @@ def check_bind(settings: GatewaySettings) -> None:
         f"refusing to serve on {settings.host}:{settings.port} without API keys: anyone who "
         "reaches this address could use the configured backends (and spend their API keys). "
         "Set INFERENCE_GATEWAY_API_KEYS=<key>[,<key>...] (clients send 'Authorization: Bearer "
-        "<key>'), or bind to 127.0.0.1, or set INFERENCE_GATEWAY_ALLOW_UNAUTHENTICATED=true if "
-        "something in front of the gateway already authenticates (docs/security.md).",
+        "<key>') or a key store (INFERENCE_KEYS_FILE), or bind to 127.0.0.1, or set "
+        "INFERENCE_GATEWAY_ALLOW_UNAUTHENTICATED=true if something in front of the gateway "
+        "already authenticates (docs/security.md).",
         variable="INFERENCE_GATEWAY_API_KEYS",
     )
 
@@ -151,12 +200,13 @@ def serve(
 
     common = uvicorn_options(settings)
     if settings.workers > 1:
-        uvicorn.run(
-            "inference_core.gateway.server:app_from_env",
-            factory=True,
-            workers=settings.workers,
-            **common,
-        )
+        with multiprocess_metrics(settings.metrics):
+            uvicorn.run(
+                "inference_core.gateway.server:app_from_env",
+                factory=True,
+                workers=settings.workers,
+                **common,
+            )
         return
     from .app import create_app
 

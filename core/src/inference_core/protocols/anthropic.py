@@ -349,12 +349,14 @@ def _stop_reason(reader: ChunkReader) -> str:
     return _STOP_REASONS.get(reader.finish_reason or "stop", "end_turn")
 
 
-def _usage(usage: Any, reader: ChunkReader | None = None) -> dict[str, int]:
-    """Anthropic usage from chat usage; estimated from the chunks when the stream was cut."""
+def _usage(usage: Any, reader: ChunkReader | None = None, chat: Any = None) -> dict[str, int]:
+    """Anthropic usage from chat usage.  When the backend never reported it (a stream cut at
+    a stop sequence): output tokens = content chunks received, input tokens = the documented
+    estimate of ``chat``'s prompt (:func:`estimate_tokens`)."""
     if usage is None:
         out = reader.chunks_with_content if reader is not None else 0
         return {
-            "input_tokens": 0,
+            "input_tokens": estimate_tokens(chat) if chat is not None else 0,
             "output_tokens": out,
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
@@ -401,7 +403,9 @@ def _parse_args(text: str) -> Any:
     return value if isinstance(value, dict) else {"value": value}
 
 
-def message_from_reader(reader: ChunkReader, model: str, usage: Any) -> dict[str, Any]:
+def message_from_reader(
+    reader: ChunkReader, model: str, usage: Any, chat: Any = None
+) -> dict[str, Any]:
     """The Messages answer object for everything ``reader`` saw."""
     return {
         "id": new_id("msg_"),
@@ -411,7 +415,7 @@ def message_from_reader(reader: ChunkReader, model: str, usage: Any) -> dict[str
         "content": _content(reader),
         "stop_reason": _stop_reason(reader),
         "stop_sequence": reader.stop_sequence,
-        "usage": _usage(usage, reader),
+        "usage": _usage(usage, reader, chat),
     }
 
 
@@ -439,10 +443,11 @@ class MessagesStream:
     ``usage``) and ``message_stop``.  Every frame has its ``event:`` line.
     """
 
-    __slots__ = ("_block", "_kind", "_started", "model", "reader", "usage")
+    __slots__ = ("_block", "_chat", "_kind", "_started", "model", "reader", "usage")
 
-    def __init__(self, req: Any, prefill: str | None) -> None:
+    def __init__(self, req: Any, prefill: str | None, chat: Any = None) -> None:
         self.reader = ChunkReader(req.stop_sequences, prefill)
+        self._chat = chat  # for the input estimate when the backend's usage never comes
         self.model = req.model
         self._started = False
         self._block = -1  # index of the open block, -1: none
@@ -547,7 +552,7 @@ class MessagesStream:
                         "stop_reason": _stop_reason(self.reader),
                         "stop_sequence": self.reader.stop_sequence,
                     },
-                    "usage": _usage(self.usage, self.reader),
+                    "usage": _usage(self.usage, self.reader, self._chat),
                 },
             )
         )

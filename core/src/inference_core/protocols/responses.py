@@ -484,14 +484,9 @@ class ResponsesStream:
                 opened = self._open
                 if opened is None or opened["kind"] != "message":
                     opened = self._open_message(frames)
-                opened["text"] += step[1]
-                head = b',"item_id":"%s","output_index":%d,"content_index":0,"delta":' % (
-                    opened["id"].encode(),
-                    opened["index"],
-                )
+                opened["parts"].append(step[1])
                 frames.append(
-                    _TEXT_DELTA_HEAD
-                    + head
+                    opened["head"]
                     + orjson.dumps(step[1])
                     + b',"logprobs":[],"sequence_number":%d}\n\n' % self._seq
                 )
@@ -533,7 +528,17 @@ class ResponsesStream:
         index = len(self.items)
         item_id = new_id("msg_")
         self.items.append({})
-        opened = {"kind": "message", "index": index, "id": item_id, "text": ""}
+        head = b',"item_id":"%s","output_index":%d,"content_index":0,"delta":' % (
+            item_id.encode(),
+            index,
+        )
+        opened = {
+            "kind": "message",
+            "index": index,
+            "id": item_id,
+            "parts": [],
+            "head": _TEXT_DELTA_HEAD + head,
+        }
         self._open = opened
         item = {**_message_item(item_id, "", "in_progress"), "content": []}
         frames.append(
@@ -559,7 +564,7 @@ class ResponsesStream:
         self._open = None
         index, item_id = opened["index"], opened["id"]
         if opened["kind"] == "message":
-            text = opened["text"]
+            text = "".join(opened["parts"])
             part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
             frames.append(
                 self._event(

@@ -46,6 +46,7 @@ class CircuitBreaker:
         "failure_rate",
         "listener",
         "min_requests",
+        "shared",
         "threshold",
         "window",
     )
@@ -74,6 +75,9 @@ class CircuitBreaker:
         self._state: BreakerState = "closed"
         self._opened_at = 0.0
         self._trial = False  # the half-open trial request is in flight
+        #: called with the cool-down when this breaker opens (shared state, see
+        #: ``inference_core.state.shared``); None when nothing is shared
+        self.shared: Callable[[float], None] | None = None
 
     # ------------------------------------------------------------------------------ state
 
@@ -160,6 +164,20 @@ class CircuitBreaker:
         if trial:
             self._trial = False
 
+    def adopt_open(self, remaining: float) -> None:
+        """Another process saw this backend fail: be open for ``remaining`` seconds (then
+        half-open as usual).  A breaker already open for longer is left alone; the change is
+        not published back."""
+        now = self._clock()
+        opened_at = now - (self.cooldown - remaining)
+        if self._state == "open" and self._opened_at >= opened_at:
+            return
+        if self._state == "half_open" and self._trial:
+            return  # our own trial is out: its outcome decides
+        self._opened_at = opened_at
+        self._failures.clear()
+        self._set("open")
+
     # ----------------------------------------------------------------------------- helpers
 
     def _record(self, now: float, failed: bool) -> None:
@@ -188,6 +206,8 @@ class CircuitBreaker:
         self._failures.clear()
         self._forget()
         self._set("open")
+        if self.shared is not None:
+            self.shared(self.cooldown)
 
     def _set(self, new: BreakerState) -> None:
         old = self._state

@@ -41,7 +41,7 @@ def rate_limit_seconds(retry_after: float | None, streak: int, policy: RouterPol
 class RateLimit:
     """The rate limit of one replica: until when, how many 429s in a row, how many in all."""
 
-    __slots__ = ("_clock", "announced", "count", "last_hit", "streak", "until")
+    __slots__ = ("_clock", "announced", "count", "last_hit", "shared", "streak", "until")
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -50,6 +50,9 @@ class RateLimit:
         self.streak = 0  # 429s in a row (reset by an answer to a request sent after the last)
         self.count = 0  # 429s seen in all
         self.announced = False  # the router told its listeners "limited" and not yet "clear"
+        #: called with the seconds remembered on each 429 (shared state, see
+        #: ``inference_core.state.shared``); None when nothing is shared
+        self.shared: Callable[[float], None] | None = None
 
     def active(self) -> bool:
         """True while the replica counts as rate limited."""
@@ -72,7 +75,18 @@ class RateLimit:
         seconds = rate_limit_seconds(retry_after, self.streak, policy)
         if now + seconds > self.until:
             self.until = now + seconds
+        if self.shared is not None:
+            self.shared(seconds)
         return seconds
+
+    def adopt(self, remaining: float) -> None:
+        """Another process got a 429 from this replica: count as limited for ``remaining``
+        seconds (an answer to a request sent after now clears it, as after a 429 of ours)."""
+        now = self._clock()
+        if now + remaining > self.until:
+            self.until = now + remaining
+            self.last_hit = now
+            self.streak = max(1, self.streak)
 
     def answered(self, sent_at: float) -> bool:
         """A request sent at ``sent_at`` got an answer: clear the limit if it was sent after

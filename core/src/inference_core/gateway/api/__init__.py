@@ -8,4 +8,4 @@ from __future__ import annotations
 
 __all__ = ["MODULES"]
 
-MODULES: tuple[str, ...] = ("chat", "messages", "responses", "status")
+MODULES: tuple[str, ...] = ("chat", "messages", "responses", "status", "admin")

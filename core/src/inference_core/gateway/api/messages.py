@@ -44,7 +44,7 @@ class MessagesFramer(Framer):
     __slots__ = ("_native", "_s")
 
     def __init__(self, call: _Call) -> None:
-        self._s = proto.MessagesStream(call.req, call.prefill)
+        self._s = proto.MessagesStream(call.req, call.prefill, call.chat)
         self._native = False
 
     @property
@@ -135,7 +135,8 @@ class MessagesEndpoint(_AnthropicEndpoint):
         reader.close()
         if trace.usage is None:
             trace.usage = reader.usage
-        return orjson.dumps(proto.message_from_reader(reader, model or call.model, reader.usage))
+        message = proto.message_from_reader(reader, model or call.model, reader.usage, call.chat)
+        return orjson.dumps(message)
 
     def framer(self, call: _Call, trace: Any) -> Framer:
         native.offer(None)

@@ -198,9 +198,10 @@ def _not_found(rid: str) -> GatewayError:
 def routes(gateway: Gateway) -> list[Route]:
     """The Responses routes, over one bounded store per app."""
     settings = gateway.settings
-    store = MemoryResponseStore(
-        max_items=getattr(settings, "responses_store_max", 1000),
-        ttl=getattr(settings, "responses_store_ttl", 3600.0),
+    ttl = getattr(settings, "responses_store_ttl", 3600.0)
+    # with INFERENCE_REDIS_URL, shared by every worker and replica (docs/teams.md)
+    store = gateway.teams.response_store(ttl) or MemoryResponseStore(
+        max_items=getattr(settings, "responses_store_max", 1000), ttl=ttl
     )
     gateway.responses_store = store  # type: ignore[attr-defined]
     return [
