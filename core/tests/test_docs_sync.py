@@ -105,6 +105,30 @@ def test_the_tutorial_plugin_is_the_tested_one():
     )
 
 
+def test_the_continue_final_message_capability_is_documented():
+    """CONTRIBUTING documents the stream-resume capability as the router reads it, and each
+    first-party plugin's declaration as it is."""
+    import importlib
+
+    from inference_core.routing import resume
+
+    text = hook_reference()
+    assert "### Continuing a cut stream (optional capability)" in text
+    for name in ("continue_final_message = True", '"echo"', "add_generation_prompt: false"):
+        assert name in text, f"CONTRIBUTING's stream-resume section does not mention {name}"
+    assert resume.PREFILL_FLAGS == {"continue_final_message": True, "add_generation_prompt": False}
+    for module, word in (
+        ("inference_llamacpp", "llama.cpp `True`"),
+        ("inference_vllm", "vLLM `True`"),
+        ("inference_ollama", "Ollama `False`"),
+        ("inference_openai", "OpenAI `False`"),
+        ("inference_textgen", "textgen `False`"),
+    ):
+        declared = importlib.import_module(module).plugin.continue_final_message
+        assert word in text, f"CONTRIBUTING does not say {word}"
+        assert word.endswith(f"`{declared}`"), f"{module} declares {declared}, the doc says {word}"
+
+
 def test_the_native_protocol_capability_is_documented():
     """CONTRIBUTING documents the optional native-protocol capability with its real names."""
     from inference_core.protocols import native

@@ -66,6 +66,7 @@ class FakeHooks:
     def __init__(self, pm: pluggy.PluginManager, name: str, others: list[object]) -> None:
         self.name = name
         self._plugin = pm.get_plugin(name)
+        self.plugin = self._plugin  # as plugins.BackendHooks has it (capability flags)
         for hook in HOOK_NAMES:
             setattr(self, hook, pm.subset_hook_caller(hook, remove_plugins=others))
 

@@ -77,7 +77,8 @@ class Config:
     max_retries: int = 1
     retry_backoff: float = 0.05
     retry_after_cap: float = 2.0
-    base_port: int = 29400  # gateway, proxy, primary, fallback = base, +1, +2, +3
+    base_port: int = 29400  # gateway, proxy, primary, fallback, replica2 = base, +1, ... +4
+    replicas: int = 1  # 2: a second primary replica (direct, never faulted): stream resume
     gateway_cmd: list[str] | None = None
     log_dir: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -85,7 +86,9 @@ class Config:
     @property
     def ports(self) -> dict[str, int]:
         b = self.base_port
-        return {"gateway": b, "proxy": b + 1, "primary": b + 2, "fallback": b + 3}
+        return {
+            "gateway": b, "proxy": b + 1, "primary": b + 2, "fallback": b + 3, "replica2": b + 4,
+        }  # fmt: skip
 
 
 def gateway_command(cfg: Config) -> list[str]:
@@ -299,15 +302,20 @@ class Env:
     fallback: Proc
     log_dir: Path
     gateway: subprocess.Popen[bytes] | None = None
+    replica2: Proc | None = None  # the primary's second replica (never faulted)
+
+    @property
+    def procs(self) -> list[Proc]:
+        return [p for p in (self.primary, self.fallback, self.replica2) if p is not None]
 
     async def ensure_backends(self) -> None:
         self.proxy.set_fault("pass")
         self.proxy.release_held()
-        for p in (self.primary, self.fallback):
+        for p in self.procs:
             p.signal(signal.SIGCONT)
             if not p.alive():
                 await p.start()
-        for p in (self.primary, self.fallback):
+        for p in self.procs:
             if not await wait_http_ok(p.port, "/health", 60, p):
                 raise RuntimeError(f"{p.name} not healthy on {p.port}")
 
@@ -318,7 +326,8 @@ class Env:
         env.update(
             {
                 "INFERENCE_PROVIDER": PRIMARY,
-                "INFERENCE_LLAMACPP_BASE_URL": f"http://127.0.0.1:{primary_port}",
+                "INFERENCE_LLAMACPP_BASE_URL": f"http://127.0.0.1:{primary_port}"
+                + (f",http://127.0.0.1:{ports['replica2']}" if self.replica2 else ""),
                 "INFERENCE_LLAMACPP_MODEL": "gemma-3-270m",
                 "ENABLE_FALLBACK": "true",
                 "FALLBACK_CHAIN": FALLBACK,
@@ -458,12 +467,12 @@ async def _cont_primary(env: Env) -> None:
 
 
 async def _kill_all(env: Env) -> None:
-    env.primary.kill()
-    env.fallback.kill()
+    for p in env.procs:
+        p.kill()
 
 
 async def _restart_all(env: Env) -> None:
-    await asyncio.gather(env.primary.start(), env.fallback.start())
+    await asyncio.gather(*(p.start() for p in env.procs))
 
 
 def _sequence(*steps: tuple[float, Action]) -> Action:
@@ -709,7 +718,16 @@ async def run_scenarios(
     fallback = FakeProc("fallback", ports["fallback"], log_dir)
     proxy = FaultProxy(("127.0.0.1", ports["primary"]), port=ports["proxy"])
     env = Env(cfg, proxy, primary, fallback, log_dir)
+    if cfg.replicas == 2:
+        env.replica2 = (
+            LlamaProc("replica2", ports["replica2"], log_dir)
+            if cfg.primary == "llamacpp"
+            else FakeProc("primary", ports["replica2"], log_dir)
+        )
     chosen = [s for s in build_scenarios(cfg) if keys is None or s.key in keys]
+    if cfg.replicas == 2:  # the backend stays ready through its other replica: no flip
+        for sc in chosen:
+            sc.expect_down = False
     results: list[ScenarioResult] = []
     await proxy.start()
     try:
@@ -729,7 +747,7 @@ async def run_scenarios(
     finally:
         await env.stop_gateway()
         await proxy.close()
-        for p in (primary, fallback):
+        for p in env.procs:
             with contextlib.suppress(Exception):
                 await p.stop()
     return results
@@ -804,6 +822,14 @@ def main() -> None:
     ap.add_argument("--fault", type=float, default=14.0)
     ap.add_argument("--recover", type=float, default=14.0)
     ap.add_argument("--base-port", type=int, default=29400)
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="VAR=VALUE",
+        help="an extra gateway variable (e.g. INFERENCE_STREAM_RESUME=off for a control run)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--replicas", type=int, choices=[1, 2], default=1,
+        help="2: the primary gets a second replica (never faulted; stream resume lands there)",
+    )  # fmt: skip
     ap.add_argument("--log-dir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None, help="write raw results here")
     ap.add_argument("--write-doc", type=Path, default=None, help="docs/resilience.md")
@@ -814,11 +840,13 @@ def main() -> None:
         help="do not run: re-render the table from a --json file of an earlier run",
     )
     args = ap.parse_args()
-    if not 29000 <= args.base_port <= 29996:
-        ap.error("--base-port must leave 4 ports within 29000-29999")
+    if not 29000 <= args.base_port <= 29995:
+        ap.error("--base-port must leave 5 ports within 29000-29999")
     cfg = Config(primary=args.primary, total=args.total, rate=args.rate,
                  concurrency=args.concurrency, warm=args.warm, fault=args.fault,
-                 recover=args.recover, base_port=args.base_port, log_dir=args.log_dir)  # fmt: skip
+                 recover=args.recover, base_port=args.base_port, log_dir=args.log_dir,
+                 replicas=args.replicas,
+                 extra_env=dict(kv.split("=", 1) for kv in args.set))  # fmt: skip
     keys = None if args.scenarios == "all" else args.scenarios.split(",")
     if args.from_json:
         results = [ScenarioResult(**d) for d in json.loads(args.from_json.read_text())]
@@ -846,7 +874,8 @@ def doc_section(results: list[ScenarioResult], cfg: Config, argv: list[str], whe
     cmd = ".venv/bin/python scripts/chaos/run.py " + " ".join(argv)
     lines = [
         f"Run on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(when))}; primary = "
-        f"{'the real llama-server (Gemma 3 270M)' if cfg.primary == 'llamacpp' else 'a fake'}, "
+        f"{'the real llama-server (Gemma 3 270M)' if cfg.primary == 'llamacpp' else 'a fake'}"
+        f"{' x 2 replicas (the faults hit the first only)' if cfg.replicas == 2 else ''}, "
         "fallback = a fake OpenAI-compatible server through the `vllm` plugin; the load "
         f"driver's {cfg.concurrency} clients send a 50/50 mix of streaming and JSON chat "
         f"(max_tokens {cfg.max_tokens}) at {cfg.rate:g} req/s through `inference serve`. "

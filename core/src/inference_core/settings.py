@@ -38,7 +38,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from ._values import BOOL_ACCEPTED, config_error, parse_bool, parse_int, parse_number
 from .errors import ConfigError
 from .models import BackendConfig
-from .resilience.policy import RouterPolicy
+from .resilience.policy import RESUME_MODES, RouterPolicy
 
 __all__ = [
     "BOOL_ACCEPTED",
@@ -68,7 +68,7 @@ OPENAI_TIMEOUT_DEFAULT = 60.0
 LOCAL_TIMEOUT_DEFAULT = 120.0
 
 #: RouterPolicy field -> (variable, kind); kinds: int (>= 0), int1 (>= 1), pos (> 0),
-#: nonneg (>= 0), fraction (0..1), bool
+#: nonneg (>= 0), fraction (0..1), bool, resume (one of RESUME_MODES)
 POLICY_VARIABLES: dict[str, tuple[str, str]] = {
     "max_retries": ("INFERENCE_MAX_RETRIES", "int"),
     "backoff_base": ("INFERENCE_RETRY_BACKOFF", "nonneg"),
@@ -83,6 +83,8 @@ POLICY_VARIABLES: dict[str, tuple[str, str]] = {
     "breaker_failure_rate": ("INFERENCE_BREAKER_FAILURE_RATE", "fraction"),
     "breaker_min_requests": ("INFERENCE_BREAKER_MIN_REQUESTS", "int1"),
     "context_fallback": ("INFERENCE_CONTEXT_FALLBACK", "bool"),
+    "stream_resume": ("INFERENCE_STREAM_RESUME", "resume"),
+    "stream_resume_max": ("INFERENCE_STREAM_RESUME_MAX", "int"),
 }
 
 #: The seed document's variable names, honoured as documented.
@@ -452,6 +454,11 @@ class Settings(BaseSettings):
                 continue
             if kind == "bool":
                 policy_kwargs[fname] = parse_bool(var, value)
+            elif kind == "resume":
+                mode = value.strip().lower()
+                if mode not in RESUME_MODES:
+                    raise _fail(var, value, "not a resume mode", " | ".join(RESUME_MODES))
+                policy_kwargs[fname] = mode
             elif kind == "int":
                 policy_kwargs[fname] = parse_int(var, value, minimum=0)
             elif kind == "int1":

@@ -10,6 +10,7 @@
 | ``inference_gateway_fallbacks_total`` | counter | backend (the one left), reason (error kind) |
 | ``inference_gateway_retries_total`` | counter | backend, reason |
 | ``inference_gateway_stream_errors_total`` | counter | backend, reason (after the first chunk) |
+| ``inference_gateway_stream_resumes_total`` | counter | backend (the one cut), outcome |
 | ``inference_gateway_in_flight_requests`` | gauge | |
 | ``inference_gateway_backend_up`` | gauge | backend (1 ready, 0.5 loading, 0 down) |
 | ``inference_gateway_backend_state`` | gauge | backend, state (1 for the current state) |
@@ -110,6 +111,13 @@ class GatewayMetrics:
             "inference_gateway_stream_errors",
             "Streams ended by an in-band error event after the first chunk, by reason.",
             ("backend", "reason"),
+            registry=r,
+        )
+        self.stream_resumes = Counter(
+            "inference_gateway_stream_resumes",
+            "Streams cut after the first chunk, by the backend cut and the resume's outcome "
+            "(resumed, failed, skipped).",
+            ("backend", "outcome"),
             registry=r,
         )
         self.in_flight = Gauge(
@@ -232,6 +240,10 @@ class GatewayMetrics:
                 attempts = attempts[:attempts_before]
             if attempts:
                 self._count_attempts(attempts, getattr(trace, "backend", None))
+            resumes = getattr(trace, "resumes", None)
+            if resumes:
+                for r in resumes:
+                    self.stream_resumes.labels(r.backend, r.outcome).inc()
 
     def _count_tokens(self, backend: str, usage: Any) -> None:
         for direction, attr in (("prompt", "prompt_tokens"), ("completion", "completion_tokens")):

@@ -472,6 +472,9 @@ class Gateway:
                 "retries": getattr(trace, "retries", 0) if trace is not None else 0,
                 "fallbacks": getattr(trace, "fallbacks", 0) if trace is not None else 0,
             }
+            resumes = getattr(trace, "resumes", None) if trace is not None else None
+            if resumes:  # a stream cut after its first chunk: where it went, after how much
+                fields["resumes"] = [r.to_log() for r in resumes]
             if error:
                 fields["error"] = self.redact(error)
             access_log.info("request", extra={"fields": fields})

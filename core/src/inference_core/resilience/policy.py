@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["RouterPolicy"]
+__all__ = ["RESUME_MODES", "RouterPolicy"]
+
+#: INFERENCE_STREAM_RESUME's values (docs/resilience.md, "Resuming a cut stream").
+RESUME_MODES = ("off", "same-model", "any-model")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,11 @@ class RouterPolicy:
     """INFERENCE_BREAKER_MIN_REQUESTS: requests in the window before the rate counts."""
     context_fallback: bool = True
     """INFERENCE_CONTEXT_FALLBACK: on context-length errors, try a larger-context backend."""
+    stream_resume: str = "same-model"
+    """INFERENCE_STREAM_RESUME: continue a stream cut after its first chunk elsewhere: ``off``,
+    ``same-model`` (another replica, or a backend serving the same model) or ``any-model``."""
+    stream_resume_max: int = 1
+    """INFERENCE_STREAM_RESUME_MAX: most resumes of one stream (0 turns resuming off)."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -58,6 +66,10 @@ class RouterPolicy:
                 raise ValueError(f"{name} must be > 0")
         if self.max_retries < 0:
             raise ValueError("max_retries must be >= 0")
+        if self.stream_resume not in RESUME_MODES:
+            raise ValueError(f"stream_resume must be one of {', '.join(RESUME_MODES)}")
+        if self.stream_resume_max < 0:
+            raise ValueError("stream_resume_max must be >= 0")
         if self.breaker_threshold < 1:
             raise ValueError("breaker_threshold must be >= 1")
         if not 0 <= self.breaker_failure_rate <= 1:

@@ -49,6 +49,7 @@ from ..resilience.policy import RouterPolicy
 from ..resilience.retry import retry_delay
 from .backend import BackendEntry, scrub
 from .planner import Step
+from .resume import resume_for
 from .stream import RoutedStream, aclose_quietly
 from .trace import RequestTrace
 
@@ -147,14 +148,21 @@ class Executor:
         stream: bool,
         steps: tuple[Step, ...],
         chain: list[BackendEntry],
+        *,
+        deadline: float | None = None,
+        resumable: bool = True,
     ) -> Any:
         """Try ``steps`` (health-ordered) until one answers; see the module docstring.
 
         ``chain`` (every configured backend) only serves to explain an empty plan.
+        ``deadline`` (the clock's time) replaces ``request_deadline`` from now (a resume runs
+        inside its stream's deadline); ``resumable=False`` gives the stream no resume of its own.
         """
         asked = request.model
         try:
-            return await self._run(op, request, trace, stream, self.order(steps), chain)
+            return await self._run(
+                op, request, trace, stream, self.order(steps), chain, deadline, resumable
+            )
         finally:
             if request.model != asked:
                 request.model = asked
@@ -167,10 +175,13 @@ class Executor:
         stream: bool,
         order: list[Step],
         chain: list[BackendEntry],
+        deadline: float | None = None,
+        resumable: bool = True,
     ) -> Any:
         policy = self.policy
         clock = self._clock
-        deadline = clock() + policy.request_deadline
+        if deadline is None:
+            deadline = clock() + policy.request_deadline
         attempts = trace.attempts
         errors: list[InferenceError] = []
         context_floor: int | None = None
@@ -261,9 +272,15 @@ class Executor:
                     if stream:
                         upstream, first = result
                         trace.model = _answered_model(model, first)
-                        return RoutedStream(
-                            self, backend, replica, upstream, first, trace, policy.idle_timeout
+                        resume = (
+                            resume_for(self, op, request, order, step, deadline)
+                            if resumable
+                            else None
                         )
+                        return RoutedStream(
+                            self, backend, replica, upstream, first, trace, policy.idle_timeout,
+                            resume,
+                        )  # fmt: skip
                     trace.model = _answered_model(model, result)
                     replica.outstanding -= 1
                     _release(replica)

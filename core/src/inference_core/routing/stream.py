@@ -1,9 +1,11 @@
 """The routed stream: what a caller iterates after the executor pulled the first chunk.
 
 Each later chunk must come within ``idle`` seconds (the executor's watchdog enforces it).  An
-error after the first chunk is raised as a taxonomy error (the gateway sends it in-band) and
-counts toward the replica's breaker.  ``aclose()`` and cancellation close the upstream
-iterator.  Usage chunks are recorded into the trace.  The request's slot (the replica's
+error after the first chunk counts toward the replica's breaker; then, when the stream has a
+:class:`~inference_core.routing.resume.Resume` and it allows, the stream continues on another
+replica or backend (the client sees one uninterrupted stream); otherwise the error is raised
+as a taxonomy error (the gateway sends it in-band).  ``aclose()`` and cancellation close the
+upstream iterator.  Usage chunks are recorded into the trace.  The request's slot (the replica's
 outstanding count, the router's in-flight count) is held until the stream ends or is closed.
 """
 
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from ..resilience.balancer import Replica
     from .backend import BackendEntry
     from .executor import Executor
+    from .resume import Resume
     from .trace import RequestTrace
 
 __all__ = ["RoutedStream", "aclose_quietly"]
@@ -37,7 +40,9 @@ class RoutedStream:
         "_first",
         "_guard",
         "_idle",
+        "_keep",
         "_replica",
+        "_resume",
         "_trace",
         "_up",
     )
@@ -51,6 +56,7 @@ class RoutedStream:
         first: Any,
         trace: RequestTrace,
         idle: float,
+        resume: Resume | None = None,
     ) -> None:
         self._executor = executor
         self._backend = backend
@@ -61,6 +67,12 @@ class RoutedStream:
         self._idle = idle
         self._guard = Guard()
         self._done = False
+        self._resume = resume
+        self._keep = None
+        if resume is not None and resume.start(first):
+            self._keep = resume.keep
+        else:
+            self._resume = None
         usage = getattr(first, "usage", None)
         if usage is not None:
             trace.usage = usage
@@ -91,31 +103,51 @@ class RoutedStream:
                 await aclose_quietly(self._up)
                 self._finish(None)
                 raise
-            await aclose_quietly(self._up)
             error: InferenceError = BackendTimeout(
                 f"the stream stalled: no data for {self._idle:g}s (idle timeout)",
                 backend=self._backend.name,
             )
-            self._finish(error)
-            raise error from None
         except InferenceError as exc:
             watchdog.disarm(guard)
-            await aclose_quietly(self._up)
-            self._finish(exc)
-            raise
+            error = exc
         except Exception as exc:
             watchdog.disarm(guard)
-            await aclose_quietly(self._up)
             error = BackendUnavailable(
                 f"the stream failed: {type(exc).__name__}", backend=self._backend.name
             )
+        else:
+            watchdog.disarm(guard)
+            keep = self._keep
+            if keep is not None:
+                keep(chunk)
+            usage = getattr(chunk, "usage", None)
+            if usage is not None:
+                self._trace.usage = usage
+            return chunk
+        return await self._failed(error)
+
+    async def _failed(self, error: InferenceError) -> Any:
+        """The current leg failed: resume elsewhere (the continuation's first chunk) or raise."""
+        await aclose_quietly(self._up)
+        resume = self._resume
+        if resume is None:
             self._finish(error)
-            raise error from None
-        watchdog.disarm(guard)
-        usage = getattr(chunk, "usage", None)
-        if usage is not None:
-            self._trace.usage = usage
-        return chunk
+            raise error
+        from .resume import resume_stream
+
+        self._leg_over(error)
+        try:
+            leg = await resume_stream(self, resume, error)
+        except BaseException:
+            self._done = True
+            self._executor.done()
+            raise
+        if leg is None:
+            self._done = True
+            self._executor.done()
+            raise error
+        self._backend, self._replica, self._up = leg
+        return await self.__anext__()
 
     async def aclose(self) -> None:
         """Stop early: close the upstream response and release the request's slot."""
@@ -128,17 +160,21 @@ class RoutedStream:
         if self._done:
             return
         self._done = True
+        self._leg_over(error)
+        self._executor.done()
+
+    def _leg_over(self, error: InferenceError | None) -> None:
+        """The current upstream ended (``error``: how it failed): release its replica."""
         self._replica.outstanding -= 1
         if self._replica.admission is not None:
             self._replica.admission.release()
-        executor = self._executor
         if error is not None:
+            executor = self._executor
             executor.scrub_error(error, self._replica.config)
             executor.passive(self._backend, self._replica, error, False)
             self._trace.attempts.append(
                 Attempt(self._backend.name, error.kind, error.message, error.status)
             )
-        executor.done()
 
     @property
     def backend(self) -> str:

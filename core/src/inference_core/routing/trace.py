@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import Attempt
 from ..models import Usage
@@ -26,3 +27,6 @@ class RequestTrace:
     fallbacks: int = 0
     usage: Usage | None = None
     """Token usage when known (a non-stream answer, or the stream's usage chunk)."""
+    resumes: list[Any] | None = None
+    """A stream cut after its first chunk: each resume tried
+    (:class:`~inference_core.routing.resume.StreamResume`), None when there was none."""

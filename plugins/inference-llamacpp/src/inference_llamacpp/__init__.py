@@ -100,6 +100,10 @@ def _context_error(exc: BackendUnavailable, config: BackendConfig) -> Exception:
 class LlamaCppPlugin:
     """The hook implementations; ``plugin`` is the instance the entry point names."""
 
+    #: a final assistant message sent with ``continue_final_message: true`` is continued and
+    #: only the continuation comes back (b11434; without the flag it echoes the prefix)
+    continue_final_message = True
+
     def __init__(self) -> None:
         self._servers: dict[str, ManagedServer] = {}  # backend (instance) name -> child
         self._restarting: dict[str, asyncio.Task[None]] = {}

@@ -39,6 +39,10 @@ if TYPE_CHECKING:
         EmbeddingResponse,
     )
 
+#: A stream is not resumed here: whether /api/chat continues a final assistant message depends
+#: on each model's TEMPLATE (it must leave the last assistant message open), unknowable here.
+continue_final_message = False
+
 #: Seconds allowed for the first byte of an answer: a cold model load can take minutes.
 DEFAULT_LOAD_TIMEOUT = 300.0
 

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 OFFICIAL_HOST = "api.openai.com"
 CLIENTS = ("raw", "sdk")
+#: The OpenAI API answers a final assistant message with a new message, never continues it:
+#: a cut chat stream is not resumed here (completions, which continue any text, still are).
+continue_final_message = False
 
 
 # ------------------------------------------------------------------------------------ helpers

@@ -58,6 +58,9 @@ def _refuse_n_stream(request: Any, config: BackendConfig) -> None:
 class TextgenPlugin:
     """Hook implementations plus the per-server state they share (loaded model, load locks)."""
 
+    #: its OpenAI layer has no documented way to continue a final assistant message
+    continue_final_message = False
+
     def __init__(self) -> None:
         self._info: dict[str, tuple[float, str | None]] = {}  # base URL -> (time, loaded)
         self._available: dict[str, tuple[float, list[str]]] = {}

@@ -81,6 +81,10 @@ _PROGRESS_METRICS = frozenset(
 class VLLMPlugin:
     """The hook implementations; one instance (``plugin``) is registered per process."""
 
+    #: ``continue_final_message: true, add_generation_prompt: false`` (passed through in the
+    #: body) continues a final assistant message; only the continuation comes back
+    continue_final_message = True
+
     def __init__(self) -> None:
         self._served: dict[str, tuple[float, list[str]]] = {}
         # per base URL: (progress counter, monotonic time it last moved)
