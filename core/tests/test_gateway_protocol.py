@@ -66,7 +66,9 @@ async def test_large_writes_close_and_delegation() -> None:
 
 def test_serve_uses_the_corked_protocol_with_uvloop() -> None:
     options = uvicorn_options(GatewaySettings.from_env(env={}, drain_timeout=7))
-    assert options["http"] is CorkedHttpToolsProtocol
+    # the guard (gateway/guard.py) is the corked protocol plus client limits
+    assert issubclass(options["http"], CorkedHttpToolsProtocol)
+    assert options["http"].header_timeout == 10.0
     assert options["loop"] == "uvloop"
     assert options["access_log"] is False
     assert options["timeout_graceful_shutdown"] == 7

@@ -227,7 +227,7 @@ async def test_rpm_429_with_retry_after_naming_the_limit(build, keys_file, upstr
             assert (await c.post("/v1/chat/completions", json={"messages": MSG},
                                  headers=hdr)).status_code == 200  # fmt: skip
         r = await c.post("/v1/chat/completions", json={"messages": MSG}, headers=hdr)
-        metrics = (await c.get("/metrics")).text
+        metrics = (await c.get("/metrics", headers=hdr)).text  # protected: keys are set
     assert r.status_code == 429
     assert 1 <= int(r.headers["retry-after"]) <= 120
     err = r.json()["error"]
@@ -310,7 +310,7 @@ async def test_usage_asked_on_every_stream_and_stripped_unless_asked(build, keys
         usage = await c.get("/v1/admin/usage?period=month&key=bob",
                             headers={"authorization": f"Bearer {ADMIN}"})  # fmt: skip
         keys = await c.get("/v1/admin/keys", headers={"x-api-key": ADMIN})
-        metrics = (await c.get("/metrics")).text
+        metrics = (await c.get("/metrics", headers={"authorization": f"Bearer {secret}"})).text
     assert denied.status_code == 401
     assert denied.json()["error"]["code"] == "invalid_admin_key"
     assert usage.status_code == 200

@@ -35,6 +35,7 @@ from inference_core.http import (
     request_body,
     send,
 )
+from inference_core.http.transport import StaleConnection
 from inference_core.models import BackendConfig, ChatChunk, ChatRequest, EmbeddingRequest, Health
 
 
@@ -346,7 +347,7 @@ async def test_send_resends_once_on_a_stale_pooled_connection():
     def handler(request):
         calls.append(request)
         if len(calls) == 1:
-            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+            raise StaleConnection("Server disconnected without sending a response.")
         return httpx.Response(200, json={"ok": True})
 
     async with client(handler) as http:
@@ -361,12 +362,23 @@ async def test_send_does_not_resend_twice_nor_other_protocol_errors():
 
     def stale(request):
         calls.append(1)
-        raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        raise StaleConnection("Server disconnected without sending a response.")
 
     async with client(stale) as http:
         with pytest.raises(BackendUnavailable, match="connection broken"):
             await send(http, "GET", "http://h/x", backend="x")
     assert len(calls) == 2
+
+    calls.clear()
+
+    def unknown(request):  # httpcore's words, but nobody says the connection was reused
+        calls.append(1)
+        raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+    async with client(unknown) as http:
+        with pytest.raises(BackendUnavailable):
+            await send(http, "POST", "http://h/x", backend="x", body={"a": 1})
+    assert len(calls) == 1
 
     calls.clear()
 
@@ -546,3 +558,59 @@ async def test_openai_compat_applies_the_backends_connect_and_read_timeouts():
         await openai_compat.list_models(http, cfg)
     assert [(t["connect"], t["read"], t["pool"]) for t in seen] == [(1.5, 7, 1.5)] * 2
     assert openai_compat.config_timeout(cfg) is openai_compat.config_timeout(cfg)
+
+
+# ------------------------------------------------------------- upstream size caps (#11, item 4)
+
+
+async def test_an_endless_sse_event_or_ndjson_line_is_cut_off():
+    from inference_core.http.streams import StreamTooLarge
+
+    async def endless(unit: bytes):
+        for _ in range(1000):
+            yield unit
+
+    with pytest.raises(StreamTooLarge, match="SSE event"):
+        async for _ in iter_sse_data(endless(b"data: " + b"x" * 1000), max_bytes=64 * 1024):
+            pass
+    with pytest.raises(StreamTooLarge, match="NDJSON line"):
+        async for _ in iter_ndjson(endless(b"y" * 1000), max_bytes=64 * 1024):
+            pass
+
+    async def fine():
+        for i in range(1000):
+            yield b"data: %d\n\n" % i
+
+    got = [d async for d in iter_sse_data(fine(), max_bytes=64)]  # many small events: fine
+    assert len(got) == 1000
+
+
+async def test_a_huge_answer_body_is_refused_and_error_bodies_are_cut(monkeypatch):
+    from inference_core.http import openai_compat as oc
+
+    big = b"z" * 50_000
+
+    def handler(request):
+        if request.url.path == "/big":
+            return httpx.Response(200, content=big)
+        if request.url.path == "/big-chunked":
+
+            async def parts():
+                yield big[:25_000]
+                yield big[25_000:]
+
+            return httpx.Response(200, content=parts())
+        return httpx.Response(500, content=b'{"error":{"message":"' + big + b'"}}')
+
+    monkeypatch.setattr(oc, "MAX_BODY_BYTES", 10_000)
+    monkeypatch.setattr(oc, "MAX_ERROR_BODY_BYTES", 1_000)
+    async with client(handler) as http:
+        for path in ("/big", "/big-chunked"):
+            with pytest.raises(BackendUnavailable, match="limit"):
+                await send(http, "POST", f"http://h{path}", backend="x", body={})
+        with pytest.raises(BackendUnavailable):  # the 500, mapped from its first 1000 bytes
+            await send(http, "POST", "http://h/err", backend="x", body={})
+    monkeypatch.setattr(oc, "MAX_BODY_BYTES", 100_000)
+    async with client(handler) as http:
+        r = await send(http, "POST", "http://h/big", backend="x", body={})
+        assert r.content == big

@@ -110,6 +110,22 @@ async def test_stale_pooled_connection_is_resent_once_on_a_fresh_one() -> None:
         assert served == [1, 2]
 
 
+async def test_a_fresh_connection_closed_before_the_answer_is_never_resent() -> None:
+    """Issue #11 item 6: the backend may have received the request (a crash while handling it):
+    resending would deliver a POST twice.  Only a *reused* connection is resent."""
+    received = []
+
+    async def crash(reader, writer, n):
+        received.append(await read_request(reader))
+        writer.transport.abort()  # dies while handling it: no byte of an answer
+
+    async with server(crash) as (url, stats), create_client() as client:
+        with pytest.raises(BackendUnavailable):
+            await send(client, "POST", url, backend="b", body={"a": 1})
+        assert received == [b'{"a":1}']  # once
+        assert stats["connections"] == 1
+
+
 async def test_connect_refused_and_read_timeout_map_onto_the_taxonomy() -> None:
     async def silent(reader, writer, _n):
         await read_request(reader)
@@ -221,3 +237,49 @@ async def test_a_stream_read_up_to_done_leaves_its_connection_reusable() -> None
         b"accept-encoding: identity" in h and b"user-agent: inference-core/" in h
         for h in seen_headers
     )
+
+
+async def test_connections_per_backend_are_capped_and_waiters_get_freed_slots() -> None:
+    """Issue #11 item 3: the max_connections given to create_client reaches the lean transport."""
+    live = {"now": 0, "peak": 0}
+
+    async def slow(reader, writer, _n):
+        live["now"] += 1
+        live["peak"] = max(live["peak"], live["now"])
+        try:
+            while True:
+                await read_request(reader)
+                await asyncio.sleep(0.05)
+                writer.write(response(b"ok"))
+                await writer.drain()
+        finally:
+            live["now"] -= 1
+
+    async with server(slow) as (url, stats), create_client(max_connections=2) as client:
+        results = await asyncio.gather(
+            *(send(client, "POST", url, backend="b", body={"i": i}) for i in range(8))
+        )
+        assert [r.content for r in results] == [b"ok"] * 8
+        assert live["peak"] == 2
+        assert stats["connections"] == 2
+        transport = client._transport_for_url(httpx.URL(url))
+        assert isinstance(transport, FastHTTPTransport)
+        assert transport.open_connections("127.0.0.1", httpx.URL(url).port) <= 2
+
+
+async def test_a_request_that_finds_no_free_connection_times_out_in_the_pool() -> None:
+    async def hang(reader, writer, _n):
+        await read_request(reader)
+        await asyncio.sleep(5)
+
+    async with (
+        server(hang) as (url, _),
+        create_client(max_connections=1, connect_timeout=0.3, read_timeout=5) as client,
+    ):
+        first = asyncio.create_task(send(client, "POST", url, backend="b", body={}))
+        await asyncio.sleep(0.1)
+        with pytest.raises((BackendTimeout, BackendUnavailable)):
+            await send(client, "POST", url, backend="b", body={})
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await first

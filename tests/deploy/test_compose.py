@@ -9,23 +9,27 @@ from typing import Any
 
 import jsonschema
 import pytest
+import yaml
 
 from inference_core.ops import vram
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "schemas" / "compose-spec.json"
 ENV_EXAMPLE = ROOT / ".env.example"
+PUBLISH_FILE = ROOT / "compose.publish.yaml"
+KEYS = {"INFERENCE_GATEWAY_API_KEYS": "k1"}  # compose refuses to interpolate without them
 
 BACKENDS = {"vllm", "ollama", "llamacpp", "textgen"}
 PROFILES = {*BACKENDS, "local-inference"}
 EXPECTED = {
     None: {"gateway"},
-    "vllm": {"gateway", "vllm"},
+    "vllm": {"gateway", "vllm", "vllm-pull"},
     "ollama": {"gateway", "ollama", "ollama-pull"},
     "llamacpp": {"gateway", "llamacpp", "llamacpp-pull"},
     "textgen": {"gateway", "textgen"},
     "local-inference": {
-        "gateway", "vllm", "ollama", "ollama-pull", "llamacpp", "llamacpp-pull", "textgen",
+        "gateway", "vllm", "vllm-pull", "ollama", "ollama-pull", "llamacpp", "llamacpp-pull",
+        "textgen",
     },
 }  # fmt: skip
 
@@ -40,11 +44,16 @@ def test_compose_validates_against_the_compose_specification(compose, compose_to
     errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in v.iter_errors(compose)]
     assert errors == []
     # and after interpolation with every default (what `docker compose config` validates)
-    resolved = compose_tools["interpolate_tree"](compose, {})
+    resolved = compose_tools["interpolate_tree"](compose, KEYS)
     errors = [
         f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in v.iter_errors(resolved)
     ]
     assert errors == []
+    # the loopback publishing override too
+    publish = yaml.safe_load(PUBLISH_FILE.read_text())
+    for doc in (publish, compose_tools["interpolate_tree"](publish, {})):
+        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in v.iter_errors(doc)]
+        assert errors == []
 
 
 def test_schema_rejects_a_broken_compose_file(compose) -> None:
@@ -113,9 +122,11 @@ def test_vllm_gets_its_settings_as_command_line_arguments(compose, compose_tools
     ):  # fmt: skip
         assert flag in pairs, flag
     # the image reads none of the seed's variables: they must not be pretended to work
+    # (ENABLE_CHUNKED_PREFILL is there for the entrypoint, which turns it into a flag:
+    # tests/deploy/test_compose_security.py runs it)
     env = svc.get("environment") or {}
     for fake in ("MODEL_NAME", "TENSOR_PARALLEL_SIZE", "MAX_MODEL_LEN", "GPU_MEMORY_UTILIZATION",
-                 "DTYPE", "MAX_NUM_SEQS", "ENABLE_CHUNKED_PREFILL"):  # fmt: skip
+                 "DTYPE", "MAX_NUM_SEQS"):  # fmt: skip
         assert fake not in env
     # with variables set, they become the arguments
     set_env = {"VLLM_TENSOR_PARALLEL_SIZE": "2", "VLLM_MAX_MODEL_LEN": "4096"}
@@ -142,13 +153,14 @@ def test_planner_defaults_match_compose_defaults(compose, compose_tools) -> None
     assert set(flag_for) == set(vram.COMPOSE_DEFAULTS)
     for var, flag in flag_for.items():
         assert pairs[flag] == vram.COMPOSE_DEFAULTS[var], var
-    gw = compose_tools["container_env"](compose, "gateway", {})
+    gw = compose_tools["container_env"](compose, "gateway", KEYS)
     assert gw["VLLM_MODEL_NAME"] == vram.COMPOSE_DEFAULTS["VLLM_MODEL_NAME"]
 
 
 def used_variables(compose, compose_tools) -> set[str]:
     names: set[str] = set()
-    for s in compose_tools["walk_strings"](compose):
+    publish = yaml.safe_load(PUBLISH_FILE.read_text())
+    for s in compose_tools["walk_strings"](compose) + compose_tools["walk_strings"](publish):
         names |= compose_tools["variables_in"](s)
     for svc in compose["services"].values():  # pass-through (null) environment entries
         env = svc.get("environment") or {}
@@ -242,17 +254,19 @@ def test_gpu_reservations_where_they_apply(compose) -> None:
 
 
 def test_gateway_reaches_each_backend_by_service_name(compose, compose_tools) -> None:
-    env = compose_tools["container_env"](compose, "gateway", {})
+    env = compose_tools["container_env"](compose, "gateway", KEYS)
     assert env["INFERENCE_PROVIDER"] == "openai"  # the gateway alone by default
     container_port = {"vllm": 8000, "ollama": 11434, "llamacpp": 8080, "textgen": 5000}
+    publish = yaml.safe_load(PUBLISH_FILE.read_text())
     for backend, port in container_port.items():
         url = env[f"INFERENCE_{backend.upper()}_BASE_URL"]
         assert url == f"http://{backend}:{port}"
-        published = [str(p) for p in compose["services"][backend].get("ports", [])]
+        # published only by the loopback override (tests/deploy/test_compose_security.py)
+        published = [str(p) for p in publish["services"][backend].get("ports", [])]
         assert any(p.endswith(f":{port}") for p in published), (backend, published)
     # a value from .env wins over the service-name default
     env = compose_tools["container_env"](
-        compose, "gateway", {"INFERENCE_VLLM_BASE_URL": "http://a:8000,http://b:8000"}
+        compose, "gateway", {**KEYS, "INFERENCE_VLLM_BASE_URL": "http://a:8000,http://b:8000"}
     )
     assert env["INFERENCE_VLLM_BASE_URL"] == "http://a:8000,http://b:8000"
 

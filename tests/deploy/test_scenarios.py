@@ -117,6 +117,7 @@ def test_kubernetes_example_matches_the_scenario() -> None:
     assert values == dotenv(BY_ID["kubernetes"]["env"])
     secrets = {e["name"] for e in container["env"] if "valueFrom" in e}
     assert "OPENAI_API_KEY" in secrets
+    assert "INFERENCE_GATEWAY_API_KEYS" in secrets  # the image binds 0.0.0.0: keys required
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
     service = kinds[("Service", "inference-gateway")]

@@ -568,7 +568,8 @@ def test_fallback_metrics_and_access_log(
     assert lines[0]["backend"] == "backup"
     assert lines[0]["fallbacks"] == 1
     assert lines[0]["status"] == 200
-    metrics = httpx.get(gw.url + "/metrics").text
+    # /metrics takes the key when keys are set (INFERENCE_GATEWAY_PROTECT_METRICS, default)
+    metrics = httpx.get(gw.url + "/metrics", headers={"authorization": f"Bearer {GW_KEY}"}).text
     assert 'endpoint="messages",status="200"' in metrics
     assert 'inference_gateway_fallbacks_total{backend="openai"' in metrics
 

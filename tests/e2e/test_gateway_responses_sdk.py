@@ -367,7 +367,8 @@ def test_fallback_and_metrics(gw: Any, fakes: Any) -> None:
         list(client.responses.create(model="default", input="x", stream=True))
     assert raw.headers["x-inference-backend"] == "backup"
     assert raw.parse().output_text == REPLY
-    metrics = httpx.get(gw.url + "/metrics").text
+    # /metrics takes the key when keys are set (INFERENCE_GATEWAY_PROTECT_METRICS, default)
+    metrics = httpx.get(gw.url + "/metrics", headers={"authorization": f"Bearer {GW_KEY}"}).text
     assert 'endpoint="responses",status="200"' in metrics
 
 

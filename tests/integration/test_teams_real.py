@@ -54,7 +54,8 @@ async def _run(tmp_path: Path, env: dict[str, str]) -> None:
         assert usage["requests"] == 1
         assert usage["prompt_tokens"] > 0  # asked for upstream by the gateway
         assert 0 < usage["completion_tokens"] <= 24
-        metrics = (await http.get("/metrics")).text
+        # /metrics takes a key when keys are set (INFERENCE_GATEWAY_PROTECT_METRICS, default)
+        metrics = (await http.get("/metrics", headers={"authorization": f"Bearer {SECRET}"})).text
         assert "inference_gateway_key_tokens_total{backend=" in metrics
         assert SECRET not in metrics
         # the budget (40 tokens a day) is used up by now or after one more answer

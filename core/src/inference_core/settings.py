@@ -67,8 +67,8 @@ ROOT_URL_PLUGINS = frozenset({"vllm", "llamacpp", "textgen", "ollama"})
 OPENAI_TIMEOUT_DEFAULT = 60.0
 LOCAL_TIMEOUT_DEFAULT = 120.0
 
-#: RouterPolicy field -> (variable, kind); kinds: int (>= 0), pos (> 0), nonneg (>= 0), bool,
-#: resume (one of RESUME_MODES)
+#: RouterPolicy field -> (variable, kind); kinds: int (>= 0), int1 (>= 1), pos (> 0),
+#: nonneg (>= 0), fraction (0..1), bool, resume (one of RESUME_MODES)
 POLICY_VARIABLES: dict[str, tuple[str, str]] = {
     "max_retries": ("INFERENCE_MAX_RETRIES", "int"),
     "backoff_base": ("INFERENCE_RETRY_BACKOFF", "nonneg"),
@@ -80,6 +80,8 @@ POLICY_VARIABLES: dict[str, tuple[str, str]] = {
     "breaker_threshold": ("INFERENCE_BREAKER_THRESHOLD", "int1"),
     "breaker_window": ("INFERENCE_BREAKER_WINDOW", "nonneg"),
     "breaker_cooldown": ("INFERENCE_BREAKER_COOLDOWN", "nonneg"),
+    "breaker_failure_rate": ("INFERENCE_BREAKER_FAILURE_RATE", "fraction"),
+    "breaker_min_requests": ("INFERENCE_BREAKER_MIN_REQUESTS", "int1"),
     "context_fallback": ("INFERENCE_CONTEXT_FALLBACK", "bool"),
     "stream_resume": ("INFERENCE_STREAM_RESUME", "resume"),
     "stream_resume_max": ("INFERENCE_STREAM_RESUME_MAX", "int"),
@@ -192,15 +194,23 @@ def parse_names(variable: str, value: str) -> list[str]:
 
 
 def mask_url(url: str) -> str:
-    """``url`` with any ``user:password@`` part replaced by ``****@`` (safe to print)."""
+    """``url`` safe to print: a ``user:password@`` part becomes ``****@``, every query value
+    ``****`` (``?key=****&token=****``: tokens travel there), a fragment is dropped."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable URL>"
-    if "@" not in parts.netloc:
+    if "@" not in parts.netloc and not parts.query and not parts.fragment:
         return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"****@{host}"))
+    if "@" in parts.netloc:
+        parts = parts._replace(netloc="****@" + parts.netloc.rsplit("@", 1)[1])
+    if parts.query:
+        masked = [
+            (item.split("=", 1)[0] + "=****") if item else item
+            for item in parts.query.replace(";", "&").split("&")
+        ]
+        parts = parts._replace(query="&".join(masked))
+    return urlunsplit(parts._replace(fragment=""))
 
 
 def parse_url(variable: str, value: str) -> str:
@@ -453,6 +463,11 @@ class Settings(BaseSettings):
                 policy_kwargs[fname] = parse_int(var, value, minimum=0)
             elif kind == "int1":
                 policy_kwargs[fname] = parse_int(var, value, minimum=1)
+            elif kind == "fraction":
+                rate = parse_float(var, value, positive=False)
+                if rate > 1:
+                    raise _fail(var, value, "above 1", "a fraction from 0 to 1, e.g. 0.25")
+                policy_kwargs[fname] = rate
             else:
                 policy_kwargs[fname] = parse_float(var, value, positive=kind == "pos")
         try:
@@ -652,6 +667,9 @@ def _resolve_backend(
         model, src["model"] = (seed("VLLM_MODEL_NAME") or "").strip(), "VLLM_MODEL_NAME"
     elif is_local_target and seed("LOCAL_MODEL_NAME"):
         model, src["model"] = (seed("LOCAL_MODEL_NAME") or "").strip(), "LOCAL_MODEL_NAME"
+    elif plugin == "ollama" and seed("OLLAMA_MODEL"):
+        # compose.yaml's pull variable, after the seed's LOCAL_MODEL_NAME (never over it)
+        model, src["model"] = (seed("OLLAMA_MODEL") or "").strip(), "OLLAMA_MODEL"
     else:
         src["model"] = "default"
 

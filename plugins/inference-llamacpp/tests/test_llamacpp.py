@@ -178,8 +178,14 @@ async def test_startup_with_base_url_learns_slot_context(plugin, fake, http, con
     started = await plugin.startup(config=config, http=http)
     assert started.base_urls == config.base_urls
     assert started.options["context_length"] == "2048"  # /props n_ctx: per slot
-    configured = config.model_copy(update={"options": {"context_length": "4096"}})
-    assert await plugin.startup(config=configured, http=http) is None
+    assert started.options["max_concurrency"] == "4"  # /props total_slots: admission cap
+    configured = config.model_copy(
+        update={"options": {"context_length": "4096", "max_concurrency": "2"}}
+    )
+    assert await plugin.startup(config=configured, http=http) is None  # configured wins
+    only_ctx = config.model_copy(update={"options": {"context_length": "4096"}})
+    learned = await plugin.startup(config=only_ctx, http=http)
+    assert learned.options == {"context_length": "4096", "max_concurrency": "4"}
     fake.routes.pop(("GET", "/props"))  # disabled or not up: no error, no context info
     assert await plugin.startup(config=config, http=http) is None
     await plugin.shutdown(config=config)  # nothing to stop, never raises

@@ -74,7 +74,7 @@ async def test_json_mode_and_keep_alive_and_num_ctx_reach_ollama(server, config,
     sent = server.last("/api/chat").json
     assert sent["format"] == "json"
     assert sent["keep_alive"] == "10m"
-    assert sent["options"] == {"top_k": 5, "num_ctx": 8192}
+    assert sent["options"] == {"top_k": 5, "num_ctx": 8192, "num_predict": 8192}
 
 
 async def test_images_reach_ollama(server, config, http):

@@ -26,7 +26,7 @@ async def test_seed_variables_and_options_reach_ollama(server):
         assert trace.backend == "ollama"
         sent = server.last("/api/chat").json
         assert sent["model"] == "llama3.2:1b"
-        assert sent["options"] == {"num_ctx": 4096}
+        assert sent["options"] == {"num_ctx": 4096, "num_predict": 8192}  # bounded by default
         assert sent["keep_alive"] == -1
 
         stream = await router.chat(

@@ -36,6 +36,8 @@ def test_minimal_body():
         "model": "llama3.2:1b",
         "messages": [{"role": "user", "content": "hi"}],
         "stream": False,
+        # never unbounded: Ollama's own default (-1) generates until the context is full
+        "options": {"num_predict": translate.MAX_PREDICT_DEFAULT},
     }
 
 
@@ -72,22 +74,71 @@ def test_extras_pass_through_as_options():
         "repeat_penalty": 1.1,
         "num_ctx": 8192,
         "stop": ["a", "b"],
+        "num_predict": 8192,
     }
 
 
 def test_num_ctx_from_option_and_request_wins():
-    assert body(options={"num_ctx": "16384"})["options"] == {"num_ctx": 16384}
-    assert body(options={"num_ctx": "16384"}, num_ctx=2048)["options"] == {"num_ctx": 2048}
+    assert body(options={"num_ctx": "16384"})["options"]["num_ctx"] == 16384
+    assert body(options={"num_ctx": "16384"}, num_ctx=2048)["options"]["num_ctx"] == 2048
     with pytest.raises(ConfigError, match="INFERENCE_OLLAMA_NUM_CTX"):
         body(options={"num_ctx": "big"})
 
 
 def test_native_options_win():
-    request = ChatRequest(
-        messages=USER, temperature=0.1, options={"temperature": 0.9, "num_gpu": 0}
-    )
+    request = ChatRequest(messages=USER, temperature=0.1, options={"temperature": 0.9})
     out = translate.chat_body(request, CFG)
-    assert out["options"] == {"temperature": 0.9, "num_gpu": 0}
+    assert out["options"] == {"temperature": 0.9, "num_predict": 8192}
+
+
+# ------------------------------------------ client options within the gateway's caps (#11)
+
+
+def test_server_resource_options_are_not_the_clients_to_set():
+    for key in ("num_gpu", "num_thread", "num_batch", "main_gpu", "use_mmap", "low_vram"):
+        request = ChatRequest(messages=USER, options={key: 1})
+        with pytest.raises(BadRequest, match=key) as err:
+            translate.chat_body(request, CFG)
+        assert err.value.param == "options"
+
+
+def test_num_predict_is_always_bounded():
+    assert body(max_tokens=100)["options"]["num_predict"] == 100
+    assert body(options={"max_predict": "256"})["options"]["num_predict"] == 256
+    assert body(options={"max_predict": "256"}, max_tokens=5000)["options"]["num_predict"] == 256
+    for native in (-1, -2, 0, 10**9, "lots"):
+        request = ChatRequest(messages=USER, options={"num_predict": native})
+        cfg = make_config("ollama", base_url="http://o.test", model="m",
+                          options={"max_predict": "256"})  # fmt: skip
+        out = translate.chat_body(request, cfg)
+        assert out["options"]["num_predict"] == 256, native
+
+
+def test_num_ctx_from_clients_is_capped():
+    cfg = make_config("ollama", base_url="http://o.test", model="m", options={"num_ctx": "4096"})
+    request = ChatRequest(messages=USER, options={"num_ctx": 131072})
+    assert translate.chat_body(request, cfg)["options"]["num_ctx"] == 4096  # the operator's
+    request = ChatRequest(messages=USER, num_ctx=2048)
+    assert translate.chat_body(request, cfg)["options"]["num_ctx"] == 2048  # lower is fine
+    assert body(num_ctx=10**7)["options"]["num_ctx"] == translate.MAX_NUM_CTX_DEFAULT
+    with pytest.raises(BadRequest, match="num_ctx"):
+        translate.chat_body(ChatRequest(messages=USER, options={"num_ctx": -5}), cfg)
+    emb = translate.embed_body(EmbeddingRequest(input="x", num_ctx=10**7), cfg)
+    assert emb["options"] == {"num_ctx": 4096}
+
+
+def test_keep_alive_from_clients_is_capped():
+    assert body(keep_alive=-1)["keep_alive"] == 1800  # forever is not the client's to ask
+    assert body(keep_alive="2h")["keep_alive"] == 1800
+    assert body(keep_alive="10m")["keep_alive"] == "10m"
+    assert body(options={"keep_alive": "5m"}, keep_alive="1h")["keep_alive"] == 300
+    assert body(options={"max_keep_alive": "1h"}, keep_alive="45m")["keep_alive"] == "45m"
+    assert body(options={"keep_alive": "-1"}, keep_alive=-1)["keep_alive"] == -1  # operator's
+    with pytest.raises(BadRequest, match="keep_alive"):
+        body(keep_alive="soon")
+    assert translate.duration_seconds("1h30m") == 5400
+    assert translate.duration_seconds("-1") == -1
+    assert translate.duration_seconds("10x") is None
 
 
 def test_keep_alive_from_request_or_option():
@@ -329,3 +380,24 @@ def test_embed_body():
 def test_same_model():
     assert translate.same_model("llama3.2", "llama3.2:latest")
     assert not translate.same_model("llama3.2:1b", "llama3.2:latest")
+
+
+async def test_ollama_parallelism_becomes_the_admission_cap(monkeypatch):
+    from inference_ollama import plugin
+
+    monkeypatch.delenv("OLLAMA_NUM_PARALLEL", raising=False)
+    cfg = make_config("ollama", base_url="http://o.test", model="m")
+    assert await plugin.startup(config=cfg) is None  # nothing known: no cap
+    monkeypatch.setenv("OLLAMA_NUM_PARALLEL", "4")
+    got = await plugin.startup(config=cfg)
+    assert got.options["max_concurrency"] == "4"
+    cfg = make_config("ollama", base_url="http://o.test", model="m", options={"num_parallel": "2"})
+    assert (await plugin.startup(config=cfg)).options["max_concurrency"] == "2"
+    cfg = make_config(
+        "ollama", base_url="http://o.test", model="m",
+        options={"num_parallel": "2", "max_concurrency": "8"},
+    )  # fmt: skip
+    assert await plugin.startup(config=cfg) is None  # the explicit cap wins
+    bad = make_config("ollama", base_url="http://o.test", options={"max_keep_alive": "x"})
+    with pytest.raises(ConfigError, match="INFERENCE_OLLAMA_MAX_KEEP_ALIVE"):
+        await plugin.startup(config=bad)

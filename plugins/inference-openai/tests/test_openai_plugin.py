@@ -22,6 +22,7 @@ from inference_core import (
     ModelNotFound,
     RateLimited,
 )
+from inference_core.http.transport import StaleConnection
 from inference_core.testing import make_config
 from tests.fakes import fake_vector
 
@@ -360,8 +361,8 @@ async def test_stale_pooled_connection_is_resent_once(client_kind):
 
     def handler(request):
         calls.append(request)
-        if len(calls) == 1:
-            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        if len(calls) == 1:  # what core's lean transport raises for a reused, closed one
+            raise StaleConnection("Server disconnected without sending a response.")
         return httpx.Response(
             200,
             json={
@@ -386,6 +387,22 @@ async def test_stale_pooled_connection_is_resent_once(client_kind):
         r = await plugin.chat(request=chat_request(), config=cfg, http=http)
     assert r.choices[0].message.content == "hi"
     assert len(calls) == 2
+
+
+async def test_a_fresh_connection_closed_before_the_answer_is_not_resent(client_kind):
+    calls = []
+
+    def handler(request):
+        calls.append(request)
+        raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        cfg = make_config(
+            "openai", base_url="http://x.test/v1", api_key="k", options={"client": client_kind}
+        )
+        with pytest.raises(InferenceError):
+            await plugin.chat(request=chat_request(), config=cfg, http=http)
+    assert len(calls) == 1
 
 
 async def test_vllm_max_model_len_is_a_context_limit(client_kind):

@@ -152,11 +152,15 @@ def create_app(
 
     from .. import __version__
 
+    docs = settings.docs  # INFERENCE_GATEWAY_DOCS: /docs, /redoc, /openapi.json off by default
     app = GatewayApp(
         title="inference-core gateway",
         version=__version__,
         description="OpenAI-compatible gateway over a fallback chain of inference backends.",
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.gateway = gateway
     app.state.gateway = gateway
@@ -310,7 +314,7 @@ def _install_handlers(app: FastAPI, gateway: Gateway) -> None:
     async def unexpected(request: Request, exc: Exception) -> Response:
         rid = clean_request_id(request.headers.get("x-request-id", "").encode()) or new_request_id()
         gateway.log_error(exc, rid, request.url.path)
-        status, body, extra = error_for(exc, gateway.redact)
+        status, body, extra = error_for(exc, gateway.public)
         headers = {k.decode(): v.decode() for k, v in extra}
         headers.update({"x-request-id": rid, "x-inference-backend": "none",
                         "x-inference-overhead-ms": "0.000"})  # fmt: skip

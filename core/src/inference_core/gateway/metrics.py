@@ -167,6 +167,20 @@ class GatewayMetrics:
         )
         self._ktok: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self._kreq: dict[tuple[str, int], Any] = {}
+        labels = ("backend", "replica")
+        self.admission = {
+            key: Gauge(f"inference_gateway_admission_{key}", text, labels, registry=r)
+            for key, text in (
+                ("limit", "Admission cap: requests in flight allowed per replica."),
+                ("in_flight", "Requests in flight on the replica (admitted)."),
+                ("queued", "Requests waiting in the replica's admission queue."),
+                ("queue_limit", "Requests that may wait in the replica's queue."),
+                ("rejected_full", "Requests refused at once, queue full (cumulative)."),
+                ("rejected_timeout", "Requests that waited QUEUE_TIMEOUT in vain (cumulative)."),
+                ("wait_seconds_sum", "Seconds spent waiting in the queue (cumulative)."),
+                ("wait_seconds_max", "Longest wait in the queue, in seconds."),
+            )
+        }  # fmt: skip
         self._req: dict[tuple[str, str, int], Any] = {}
         self._dur: dict[tuple[str, str], Any] = {}
         self._ovh: dict[str, Any] = {}
@@ -294,6 +308,20 @@ class GatewayMetrics:
         for name, info in health.items():
             if isinstance(info, dict):
                 self.set_backend_state(name, info.get("state"), info.get("breaker"))
+                self._admission(name, info.get("replicas"))
+
+    def _admission(self, backend: str, replicas: Any) -> None:
+        """Admission gauges per replica (labelled by index: /metrics shows no addresses)."""
+        if not isinstance(replicas, list):
+            return
+        for i, replica in enumerate(replicas):
+            snap = replica.get("admission") if isinstance(replica, dict) else None
+            if not isinstance(snap, dict):
+                continue
+            for key, gauge in self.admission.items():
+                value = snap.get(key)
+                if isinstance(value, int | float):
+                    gauge.labels(backend, str(i)).set(value)
 
     def render(self) -> bytes:
         """The exposition text: this registry, or every worker's values in multiprocess mode."""

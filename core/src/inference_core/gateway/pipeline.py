@@ -35,11 +35,19 @@ from ..errors import InferenceError
 from ..models import WireModel
 from ..protocols._common import ProtocolError
 from ..telemetry import from_env as telemetry_from_env
+from .caps import RequestLimits, shown
 from .errors import GatewayError, error_for
 from .logs import ACCESS_LOGGER, LOGGER
 from .metrics import GatewayMetrics
 from .relay import EndOfStream, relay
-from .security import KeyChecker, Redactor, clean_request_id, collect_secrets, new_request_id
+from .security import (
+    KeyChecker,
+    Redactor,
+    clean_request_id,
+    collect_addresses,
+    collect_secrets,
+    new_request_id,
+)
 from .settings import GatewaySettings
 from .teams import Teams, ask_usage
 
@@ -244,7 +252,10 @@ class Gateway:
         self.router = router
         self.settings = settings
         self.keys = KeyChecker(k.get_secret_value() for k in settings.api_keys)
-        self.redact = Redactor(collect_secrets(router, settings.api_keys))
+        secrets = collect_secrets(router, settings.api_keys)
+        self.redact = Redactor(secrets)  # logs: secrets out, addresses kept
+        self.public = Redactor(secrets, collect_addresses(router))  # clients: addresses out too
+        self.caps = RequestLimits(settings)  # gateway/caps.py: the request caps
         self.metrics: GatewayMetrics | None = GatewayMetrics() if settings.metrics else None
         # keys (INFERENCE_GATEWAY_API_KEYS + the key store), limits, usage, shared state
         # (docs/teams.md)
@@ -453,7 +464,7 @@ class Gateway:
                 "path": scope["path"],
                 "status": status,
                 "backend": backend,
-                "model": model,
+                "model": shown(model),
                 "served_model": getattr(trace, "model", None) if trace is not None else None,
                 "stream": stream,
                 "latency_ms": round(duration * 1000, 3),
@@ -511,6 +522,7 @@ class Gateway:
             request = ep.parse(body)
             ep.check(self, request)
             routed = request if ep.translate is None else await ep.translate(request, self)
+            self.caps.check(routed)  # every protocol's request, as the router will get it
             trace = self.trace_cls(request_id=rid)
             if self.telemetry is not None:
                 trace.span = self.telemetry.start_request(
@@ -560,7 +572,7 @@ class Gateway:
             return
         except Exception as exc:
             self.log_error(exc, rid, scope["path"])
-            status, body, extra = ep.render_error(exc, self.redact)
+            status, body, extra = ep.render_error(exc, self.public)
             error = getattr(exc, "message", None) or type(exc).__name__
             overhead = perf_counter() - t0 - waited
             backend = getattr(trace, "backend", None) if trace is not None else None
@@ -604,7 +616,7 @@ class Gateway:
             )  # fmt: skip
         except Exception as exc:
             self.log_error(exc, rid, scope["path"])
-            status, body, extra = render_error(exc, self.redact)
+            status, body, extra = render_error(exc, self.public)
             error = getattr(exc, "message", None) or type(exc).__name__
             await self.send_json(
                 send, status, body, rid.encode(), NONE, (perf_counter() - t0) * 1000, extra

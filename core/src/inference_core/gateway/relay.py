@@ -204,7 +204,7 @@ async def relay(
         except Exception as exc:
             # after the first byte: the protocol's in-band error event
             gw.log_error(exc, rid, scope["path"])
-            buf.append(framer.error(exc, gw.redact))
+            buf.append(framer.error(exc, gw.public))
             error = getattr(exc, "message", None) or type(exc).__name__
             if gw.metrics is not None:
                 reason = getattr(exc, "kind", "internal_error")

@@ -6,7 +6,11 @@
 * :func:`clean_request_id`: a client's ``x-request-id`` is echoed only when it is short and
   made of safe characters; otherwise a fresh one is generated.
 * :class:`Redactor`: removes every configured secret (backend API keys, gateway keys) from text
-  that leaves the process on an error path (error messages, health output, log lines).
+  that leaves the process on an error path (error messages, health output, log lines).  Built
+  with ``addresses``, it also hides backend addresses (URLs, ``host:port`` of the configured
+  backends, IP addresses): the gateway uses that one for what *clients* see (error bodies, the
+  503's ``attempts``, ``/v1/health/inference``), and the secrets-only one for its logs, which
+  keep the addresses (:func:`collect_addresses`, :func:`public_health`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,24 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["KeyChecker", "Redactor", "clean_request_id", "collect_secrets", "new_request_id"]
+__all__ = [
+    "HIDDEN_ADDRESS",
+    "KeyChecker",
+    "Redactor",
+    "clean_request_id",
+    "collect_addresses",
+    "collect_secrets",
+    "new_request_id",
+    "public_health",
+]
+
+HIDDEN_ADDRESS = "<backend address>"
+_ADDRESS_PATTERNS = (
+    r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>)]+",  # any URL
+    r"\[[0-9a-fA-F:.]+\](?::\d{1,5})?",  # [v6]:port
+    r"\('[^']*',\s*\d{1,5}(?:,\s*\d+,\s*\d+)?\)",  # Python's ('host', port) in OS errors
+    r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?\b",  # v4[:port]
+)
 
 _SAFE_ID = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")
 _PREFIX = os.urandom(4).hex()
@@ -108,12 +129,60 @@ def collect_secrets(router: Any, extra: Iterable[Any] = ()) -> set[str]:
     return {s for s in out if len(s) >= 4}
 
 
+def collect_addresses(router: Any) -> set[str]:
+    """``host:port`` of every configured backend URL (what a client must not learn)."""
+    from urllib.parse import urlsplit
+
+    out: set[str] = set()
+    settings = getattr(router, "settings", None)
+    chain = getattr(settings, "chain", None) or ()
+    backend = getattr(settings, "backend", None)
+    if not callable(backend):
+        return out
+    for name in list(chain):
+        try:
+            urls = backend(name).base_urls
+        except Exception:
+            continue
+        for url in urls or ():
+            try:
+                parts = urlsplit(url)
+                host, port = parts.hostname, parts.port
+            except ValueError:
+                continue
+            if host:
+                default = 443 if parts.scheme == "https" else 80
+                out.add(f"{host}:{port or default}")
+                if ":" in host:
+                    out.add(f"[{host}]:{port or default}")
+    return out
+
+
+def public_health(backends: Any) -> Any:
+    """The health payload without replica URLs: each replica is named ``<backend>#<n>``."""
+    if not isinstance(backends, dict):
+        return backends
+    out: dict[str, Any] = {}
+    for name, info in backends.items():
+        if isinstance(info, dict) and isinstance(info.get("replicas"), list):
+            replicas = []
+            for i, replica in enumerate(info["replicas"]):
+                if isinstance(replica, dict) and "url" in replica:
+                    replica = {**replica, "url": None, "replica": f"{name}#{i}"}
+                replicas.append(replica)
+            info = {**info, "replicas": replicas}
+        out[name] = info
+    return out
+
+
 class Redactor:
-    """Replace known secrets (and their 8+ character prefixes) with ``****``."""
+    """Replace known secrets (and their 8+ character prefixes) with ``****``; with
+    ``addresses`` (possibly empty), also URLs, IP addresses and those ``host:port`` strings
+    with ``<backend address>``."""
 
-    __slots__ = ("_pattern",)
+    __slots__ = ("_addresses", "_pattern")
 
-    def __init__(self, secrets: Iterable[str]) -> None:
+    def __init__(self, secrets: Iterable[str], addresses: Iterable[str] | None = None) -> None:
         values = sorted({s for s in secrets if s}, key=len, reverse=True)
         parts: list[str] = []
         for value in values:
@@ -121,15 +190,24 @@ class Redactor:
             if len(value) > 12:  # backends echo key prefixes ("sk-secret-...123")
                 parts.append(re.escape(value[:8]) + r"[^\s\"',;]*")
         self._pattern = re.compile("|".join(parts)) if parts else None
+        self._addresses = None
+        if addresses is not None:
+            known = sorted({a for a in addresses if a}, key=len, reverse=True)
+            alts = [*_ADDRESS_PATTERNS, *(rf"(?<![\w.-]){re.escape(a)}(?!\d)" for a in known)]
+            self._addresses = re.compile("|".join(alts))
 
     def __call__(self, text: str) -> str:
-        if self._pattern is None or not text:
+        if not text:
             return text
-        return self._pattern.sub("****", text)
+        if self._pattern is not None:
+            text = self._pattern.sub("****", text)
+        if self._addresses is not None:
+            text = self._addresses.sub(HIDDEN_ADDRESS, text)
+        return text
 
     def deep(self, obj: Any) -> Any:
         """``obj`` (JSON-like) with every string redacted."""
-        if self._pattern is None:
+        if self._pattern is None and self._addresses is None:
             return obj
         if isinstance(obj, str):
             return self(obj)

@@ -1,5 +1,9 @@
 """``serve()``: run the gateway under uvicorn (uvloop + httptools when installed).
 
+Before anything starts, :func:`check_bind` refuses a non-loopback bind without API keys
+(unless ``INFERENCE_GATEWAY_ALLOW_UNAUTHENTICATED=true``).  Connections are served by
+``guard.GuardedHttpToolsProtocol`` (header/body timeouts, header size, connection cap).
+
 Lifecycle: the app's lifespan starts the router (``await router.start()``) and closes it
 (``await router.aclose()``, which stops managed children).  On SIGTERM/SIGINT uvicorn stops
 accepting connections and lets in-flight requests (streams included) finish for up to
@@ -20,7 +24,14 @@ from typing import Any
 from .logs import configure_logging, uvicorn_log_config
 from .settings import GatewaySettings
 
-__all__ = ["app_from_env", "multiprocess_metrics", "serve", "uvicorn_options"]
+__all__ = [
+    "app_from_env",
+    "check_bind",
+    "is_loopback",
+    "multiprocess_metrics",
+    "serve",
+    "uvicorn_options",
+]
 
 
 @contextlib.contextmanager
@@ -59,6 +70,13 @@ def app_from_env() -> Any:
 
     settings = GatewaySettings.from_env()
     configure_logging(settings.log_format, settings.log_level)
+    if importlib.util.find_spec("httptools") is not None:
+        try:
+            from .guard import guarded_protocol
+
+            guarded_protocol(settings)  # this worker process's limits
+        except ImportError:  # pragma: no cover - a uvicorn without the httptools protocol
+            pass
     return create_app(Router.from_env(), settings)
 
 
@@ -66,11 +84,13 @@ def uvicorn_options(settings: GatewaySettings) -> dict[str, Any]:
     """The ``uvicorn.Config`` keyword arguments the gateway runs with (tests reuse them)."""
     fast = importlib.util.find_spec("uvloop") is not None
     http: Any = "auto"
+    guarded = False
     if importlib.util.find_spec("httptools") is not None:
         try:
-            from ._protocol import CorkedHttpToolsProtocol
+            from .guard import guarded_protocol
 
-            http = CorkedHttpToolsProtocol
+            http = guarded_protocol(settings)
+            guarded = True
         except ImportError:  # a uvicorn without the httptools implementation we subclass
             http = "httptools"
     common: dict[str, Any] = {
@@ -90,7 +110,56 @@ def uvicorn_options(settings: GatewaySettings) -> dict[str, Any]:
         "timeout_keep_alive": settings.keepalive_timeout,
         "backlog": 2048,
     }
+    if not guarded:
+        # no guard protocol (guard.py): what uvicorn itself can bound.  No header or body
+        # timeout then; docs/security.md says so.
+        common["limit_concurrency"] = settings.max_connections
+        common["h11_max_incomplete_event_size"] = settings.max_header_bytes
     return common
+
+
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` (a bind address) is reachable from this machine only."""
+    import ipaddress
+
+    name = host.strip().strip("[]").lower()
+    if name in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def check_bind(settings: GatewaySettings) -> None:
+    """Refuse to serve without keys on an address other machines can reach.
+
+    Raises :class:`~inference_core.errors.ConfigError` naming what to set, unless keys are set
+    (``INFERENCE_GATEWAY_API_KEYS``, or a key store: ``INFERENCE_KEYS_FILE`` or
+    ``INFERENCE_REDIS_URL``), the bind address is loopback, or
+    ``INFERENCE_GATEWAY_ALLOW_UNAUTHENTICATED=true``.
+    """
+    if settings.auth_enabled or settings.allow_unauthenticated or is_loopback(settings.host):
+        return
+    from ..state import StateSettings
+
+    state = StateSettings.from_env()
+    if state.redis_url or state.keys_file:  # a key store (docs/teams.md) holds the keys
+        return
+    from ..errors import ConfigError
+
+    raise ConfigError(
+        f"refusing to serve on {settings.host}:{settings.port} without API keys: anyone who "
+        "reaches this address could use the configured backends (and spend their API keys). "
+        "Set INFERENCE_GATEWAY_API_KEYS=<key>[,<key>...] (clients send 'Authorization: Bearer "
+        "<key>') or a key store (INFERENCE_KEYS_FILE), or bind to 127.0.0.1, or set "
+        "INFERENCE_GATEWAY_ALLOW_UNAUTHENTICATED=true if something in front of the gateway "
+        "already authenticates (docs/security.md).",
+        variable="INFERENCE_GATEWAY_API_KEYS",
+    )
 
 
 def serve(
@@ -126,6 +195,7 @@ def serve(
         settings = settings.model_copy(update=overrides)
     if settings.workers > 1 and router is not None:
         raise ValueError("serve(router=...) needs workers=1: each worker builds its own router")
+    check_bind(settings)
     configure_logging(settings.log_format, settings.log_level)
 
     common = uvicorn_options(settings)

@@ -4,9 +4,14 @@ Read once at start-up (``GatewaySettings.from_env()``); nothing here is looked a
 except through the precomputed attributes the app keeps.  A bad value is a start-up
 :class:`~inference_core.errors.ConfigError` naming the variable.
 
-Variables (defaults in brackets; the full table is in ``docs/gateway.md``): ``HOST``
-[127.0.0.1], ``PORT`` [8080], ``WORKERS`` [1], ``API_KEYS`` (comma list; none = open gateway),
-``PROTECT_METRICS`` [false] and ``PROTECT_HEALTH`` [true] (need a key, when keys are set),
+Variables (defaults in brackets; the full table is in ``docs/gateway.md``, the security
+limits in ``docs/security.md``): ``HOST`` [127.0.0.1], ``PORT`` [8080], ``WORKERS`` [1],
+``API_KEYS`` (comma list; none = open gateway, refused on a non-loopback bind unless
+``ALLOW_UNAUTHENTICATED`` [false]), ``PROTECT_METRICS`` [true] and ``PROTECT_HEALTH`` [true]
+(need a key, when keys are set), ``DOCS`` [false] (``/docs``, ``/redoc``, ``/openapi.json``),
+``HEADER_TIMEOUT`` [10 s], ``BODY_TIMEOUT`` [30 s], ``MAX_CONNECTIONS`` [4096],
+``MAX_HEADER_BYTES`` [32 KiB], ``MAX_PROMPTS`` [64], ``MAX_MESSAGES`` [1024], ``MAX_TOOLS``
+[128], ``MAX_MODEL_NAME`` [256],
 ``MAX_BODY_BYTES`` [4 MiB; 413 above], ``MAX_TOKENS_CAP`` [131072], ``MAX_N`` [16],
 ``MAX_EMBED_INPUTS`` [2048] (400 naming the field above; 0 = no cap), ``CORS_ORIGINS`` (comma
 list, ``*`` for any; none = CORS off), ``LOG_FORMAT`` [json|text], ``LOG_LEVEL`` [info],
@@ -59,8 +64,18 @@ class GatewaySettings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
-    protect_metrics: bool = False
+    allow_unauthenticated: bool = False
+    protect_metrics: bool = True
     protect_health: bool = True
+    docs: bool = False
+    header_timeout: float = Field(default=10.0, gt=0)
+    body_timeout: float = Field(default=30.0, gt=0)
+    max_connections: int = Field(default=4096, ge=1)
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    max_prompts: int = Field(default=64, ge=0)
+    max_messages: int = Field(default=1024, ge=0)
+    max_tools: int = Field(default=128, ge=0)
+    max_model_name: int = Field(default=256, ge=16)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_tokens_cap: int = Field(default=131072, ge=0)
     max_n: int = Field(default=16, ge=0)

@@ -35,7 +35,9 @@ def create_client(
 
         mounts = {
             "http://": FastHTTPTransport(
-                max_keepalive=max_keepalive, keepalive_expiry=keepalive_expiry
+                max_keepalive=max_keepalive,
+                keepalive_expiry=keepalive_expiry,
+                max_connections=max_connections,  # per backend (host, port)
             )
         }
     return httpx.AsyncClient(

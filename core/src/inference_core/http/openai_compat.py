@@ -31,7 +31,8 @@ from ..models import (
     WireModel,
 )
 from .errors import error_for_event, error_for_exception, error_for_response
-from .streams import iter_sse_data
+from .streams import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, iter_sse_data
+from .transport import StaleConnection
 
 __all__ = [
     "auth_headers",
@@ -47,8 +48,6 @@ __all__ = [
 ]
 
 W = TypeVar("W", bound=WireModel)
-
-_STALE_MARKERS = ("without sending a response", "Server disconnected")
 
 
 _URLS: dict[str, httpx.URL] = {}
@@ -94,9 +93,11 @@ async def send(
 ) -> httpx.Response:
     """Send one request; return a 2xx response or raise the mapped taxonomy error.
 
-    A request that fails on a reused keep-alive connection before any byte came back (the
+    A request that fails on a *reused* keep-alive connection before any byte came back (the
     server had closed it; llama.cpp does so after every stream) is resent once at once: nothing
-    was processed, so this is not a retry and does not count against the backend.  With
+    was processed, so this is not a retry and does not count against the backend.  Only the
+    lean transport can tell (:class:`~inference_core.http.transport.StaleConnection`); any other
+    failure, a fresh connection closed before the answer included, is never resent here.  With
     ``stream=True`` the caller owns the returned response and must ``aclose()`` it.
     """
     content = orjson.dumps(body) if body is not None else None
@@ -130,15 +131,15 @@ async def send(
             else:  # pragma: no cover - only on an httpx without the private helper
                 response = await http.send(request, stream=True)
             break
-        except httpx.RemoteProtocolError as exc:
-            if attempt == 1 and any(m in str(exc) for m in _STALE_MARKERS):
+        except StaleConnection as exc:
+            if attempt == 1:  # a reused connection the server had closed: nothing processed
                 continue
             raise error_for_exception(exc, backend=backend) from None
         except (httpx.HTTPError, OSError) as exc:
             raise error_for_exception(exc, backend=backend) from None
     if response.status_code >= 300:
         try:
-            raw = await response.aread()
+            raw = await read_capped(response, MAX_ERROR_BODY_BYTES, backend=backend, cut=True)
         except (httpx.HTTPError, OSError):
             raw = b""
         finally:
@@ -146,12 +147,50 @@ async def send(
         raise error_for_response(response.status_code, raw, response.headers, backend=backend)
     if not stream:
         try:
-            await response.aread()
+            await read_capped(response, MAX_BODY_BYTES, backend=backend)
         except (httpx.HTTPError, OSError) as exc:
             raise error_for_exception(exc, backend=backend) from None
         finally:
             await response.aclose()
     return response
+
+
+async def read_capped(
+    response: httpx.Response, limit: int, *, backend: str, cut: bool = False
+) -> bytes:
+    """Read ``response``'s body into ``response.content``, at most ``limit`` bytes.
+
+    A longer body raises ``BackendUnavailable`` (a backend gone wrong must not fill the
+    gateway's memory), or with ``cut`` is truncated (error bodies: the start is what counts).
+    """
+    declared = response.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit and not cut:
+        raise BackendUnavailable(
+            f"the backend's answer is {declared} bytes, above the {limit}-byte limit",
+            backend=backend,
+        )
+    parts: list[bytes] = []
+    size = 0
+    if hasattr(response, "_content"):  # already read (a test transport built it whole)
+        body = response.content
+        if len(body) > limit and not cut:
+            raise BackendUnavailable(
+                f"the backend's answer is larger than the {limit}-byte limit", backend=backend
+            )
+        return body[:limit] if cut else body
+    async for chunk in response.aiter_raw():
+        size += len(chunk)
+        if size > limit:
+            if cut:
+                parts.append(chunk[: len(chunk) - (size - limit)])
+                break
+            raise BackendUnavailable(
+                f"the backend's answer is larger than the {limit}-byte limit", backend=backend
+            )
+        parts.append(chunk)
+    body = b"".join(parts)
+    response._content = body  # what aread() would have set (httpx keeps the body there)
+    return body
 
 
 def parse(model: type[W], raw: bytes, *, backend: str) -> W:

@@ -11,9 +11,15 @@ Contract, matching ``httpcore`` where callers depend on it:
 
 * connect failures raise ``httpx.ConnectError`` / ``httpx.ConnectTimeout``; a read that waits longer
   than the ``read`` timeout raises ``httpx.ReadTimeout``;
-* a reused keep-alive connection that the server closed before answering raises
-  ``httpx.RemoteProtocolError("Server disconnected without sending a response.")``, so that
-  :func:`inference_core.http.openai_compat.send` resends the request once on a fresh connection;
+* a *reused* keep-alive connection that the server closed before any byte of the answer raises
+  :class:`StaleConnection` (an ``httpx.RemoteProtocolError``): the server had closed it while
+  idle, nothing was processed, and :func:`inference_core.http.openai_compat.send` resends the
+  request once on a fresh connection.  A *fresh* connection closed before any byte raises a
+  plain ``httpx.RemoteProtocolError``, which is never resent: the server may have received the
+  request (a crashing backend must not get a POST twice);
+* at most ``max_connections`` connections per backend (host, port) are open at once, in use
+  or idle; a request that finds none free waits for one up to the ``pool`` timeout, then raises
+  ``httpx.PoolTimeout``;
 * a response body cut short raises ``httpx.RemoteProtocolError`` from the stream;
 * a connection goes back to the pool only after its response was read to the end and the server
   allows keep-alive; a response closed early closes its connection.
@@ -22,15 +28,29 @@ Contract, matching ``httpcore`` where callers depend on it:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httptools
 import httpx
 
 _DISCONNECTED = "Server disconnected without sending a response."
+_FRESH_CLOSED = "Server closed a new connection without sending a response."
 _HIGH_WATER = 1 << 20
+
+
+class StaleConnection(httpx.RemoteProtocolError):
+    """A reused keep-alive connection was closed before any byte came back: safe to resend."""
+
+
+def _closed_error(conn: _Connection) -> httpx.RemoteProtocolError:
+    if conn.got_bytes:
+        return httpx.RemoteProtocolError("peer closed connection before the response ended")
+    if conn.reused:
+        return StaleConnection(_DISCONNECTED)
+    return httpx.RemoteProtocolError(_FRESH_CLOSED)
 
 
 class _Connection(asyncio.Protocol):
@@ -43,6 +63,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.reused = False
+        self.on_gone: Callable[[], None] | None = None  # the pool's slot, freed once
         self._reset()
 
     def _reset(self) -> None:
@@ -77,16 +98,13 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._gone()
         if self.complete:
             return
         if self.headers_done and self.until_eof:
             self.on_message_complete()
-        elif not self.got_bytes:
-            self._fail(httpx.RemoteProtocolError(_DISCONNECTED))
         else:
-            self._fail(
-                httpx.RemoteProtocolError("peer closed connection before the response ended")
-            )
+            self._fail(_closed_error(self))
 
     # -- llhttp callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -127,13 +145,20 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.close()
+        self._gone()
+
+    def _gone(self) -> None:
+        callback = self.on_gone
+        if callback is not None:
+            self.on_gone = None
+            callback()
 
     async def wait(self, timeout: float | None) -> None:
         """Wait for the parser to make progress, up to ``timeout`` seconds."""
         if self.error is not None:
             raise self.error
         if self.closed and not self.complete:
-            raise httpx.RemoteProtocolError(_DISCONNECTED if not self.got_bytes else "closed")
+            raise _closed_error(self)
         waiter = self.waiter = self.loop.create_future()
         timer = None
         if timeout is not None:
@@ -200,11 +225,24 @@ class _Body(httpx.AsyncByteStream):
 class FastHTTPTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 keep-alive transport for ``http://`` URLs (see the module docstring)."""
 
-    def __init__(self, *, max_keepalive: int = 200, keepalive_expiry: float = 4.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_keepalive: int = 200,
+        keepalive_expiry: float = 4.0,
+        max_connections: int | None = 1000,
+    ) -> None:
         self._idle: dict[tuple, deque[_Connection]] = {}
         self._max_keepalive = max_keepalive
         self._expiry = keepalive_expiry
+        self._max_connections = max_connections
+        self._open: dict[tuple, int] = {}
+        self._waiters: dict[tuple, deque[asyncio.Future[None]]] = {}
         self._closed = False
+
+    def open_connections(self, host: str, port: int) -> int:
+        """Connections open to one backend (in use or idle)."""
+        return self._open.get((host, port), 0)
 
     def _release(self, key: tuple, conn: _Connection) -> None:
         idle = self._idle.setdefault(key, deque())
@@ -213,6 +251,59 @@ class FastHTTPTransport(httpx.AsyncBaseTransport):
             return
         conn.idle_since = time.monotonic()
         idle.append(conn)
+        self._wake(key)
+
+    def _wake(self, key: tuple) -> None:
+        waiters = self._waiters.get(key)
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _closed_one(self, key: tuple) -> None:
+        self._open[key] = max(0, self._open.get(key, 1) - 1)
+        self._wake(key)
+
+    async def _acquire(self, key: tuple, host: str, port: int, timeouts: dict) -> _Connection:
+        """An idle connection, or a new one within the per-backend cap (waiting for a slot up
+        to the ``pool`` timeout, then ``httpx.PoolTimeout``)."""
+        conn = self._pooled(key)
+        if conn is not None:
+            return conn
+        cap = self._max_connections
+        if cap is not None and self._open.get(key, 0) >= cap:
+            loop = asyncio.get_running_loop()
+            deadline = timeouts.get("pool")
+            end = None if deadline is None else loop.time() + deadline
+            while self._open.get(key, 0) >= cap:
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._waiters.setdefault(key, deque()).append(waiter)
+                try:
+                    async with asyncio.timeout_at(end):
+                        await waiter
+                except TimeoutError:
+                    raise httpx.PoolTimeout(
+                        f"all {cap} connections to {host}:{port} are busy"
+                    ) from None
+                finally:
+                    if not waiter.done():
+                        waiter.cancel()
+                    with contextlib.suppress(ValueError):
+                        self._waiters[key].remove(waiter)
+                conn = self._pooled(key)
+                if conn is not None:
+                    return conn
+        self._open[key] = self._open.get(key, 0) + 1
+        try:
+            conn = await self._connect(host, port, timeouts.get("connect"))
+        except BaseException:
+            self._closed_one(key)
+            raise
+        conn.on_gone = lambda: self._closed_one(key)
+        if conn.closed:  # lost before we could watch it
+            conn._gone()
+        return conn
 
     def _pooled(self, key: tuple) -> _Connection | None:
         idle = self._idle.get(key)
@@ -273,7 +364,7 @@ class FastHTTPTransport(httpx.AsyncBaseTransport):
         head.append(b"\r\n")
         payload = b"".join(head) + body
 
-        conn = self._pooled(key) or await self._connect(host, port, timeouts.get("connect"))
+        conn = await self._acquire(key, host, port, timeouts)
         assert conn.transport is not None
         conn.transport.write(payload)
         try:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .admission import Admission
 from .breaker import BreakerState, CircuitBreaker
 from .policy import RouterPolicy
 from .rate_limit import RateLimit
@@ -28,7 +29,27 @@ from .rate_limit import RateLimit
 if TYPE_CHECKING:
     from ..models import BackendConfig
 
-__all__ = ["Replica", "ReplicaSet", "strip_credentials"]
+__all__ = ["Replica", "ReplicaSet", "admission_for", "strip_credentials"]
+
+#: Seconds a request may wait in a replica's queue (INFERENCE_<NAME>_QUEUE_TIMEOUT).
+QUEUE_TIMEOUT_DEFAULT = 10.0
+
+
+def admission_for(config: BackendConfig) -> Admission | None:
+    """A replica's admission control from its backend's options, or None (no cap known).
+
+    ``INFERENCE_<NAME>_MAX_CONCURRENCY`` (or what the plugin learned at start-up: llama.cpp's
+    slots, Ollama's ``OLLAMA_NUM_PARALLEL``) requests in flight per replica;
+    ``INFERENCE_<NAME>_MAX_QUEUE`` more may wait (default: twice the cap), each at most
+    ``INFERENCE_<NAME>_QUEUE_TIMEOUT`` seconds (default 10).
+    """
+    limit = config.option_int("max_concurrency", minimum=1)
+    if limit is None:
+        return None
+    queue = config.option_int("max_queue", 2 * limit, minimum=0)
+    wait = config.option_float("queue_timeout", QUEUE_TIMEOUT_DEFAULT, minimum=0)
+    return Admission(limit, queue, wait)
+
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 _SECRET_QUERY = re.compile(r"(?i)([?&](?:api[_-]?key|key|token|secret|access_token)=)[^&\s]+")
@@ -47,6 +68,7 @@ class Replica:
     """One URL of a backend."""
 
     __slots__ = (
+        "admission",
         "breaker",
         "config",
         "detail",
@@ -74,13 +96,15 @@ class Replica:
         self.state: str = "unknown"  # the last active probe: ready / loading / down / unknown
         self.detail: str | None = None
         self.rate_limit = rate_limit if rate_limit is not None else RateLimit()
+        self.admission: Admission | None = None  # a concurrency cap, when one is known
 
     @property
     def eligible(self) -> bool:
         return self.state != "down" and self.breaker.available()
 
     def snapshot(self) -> dict[str, object]:
-        return {
+        """The replica's state for health output (``admission`` only when it has a cap)."""
+        out: dict[str, object] = {
             "url": self.display_url,
             "state": self.state,
             "outstanding": self.outstanding,
@@ -88,6 +112,9 @@ class Replica:
             "external_load": self.external,
             "rate_limited": round(self.rate_limit.remaining(), 3),
         }
+        if self.admission is not None:
+            out["admission"] = self.admission.snapshot()
+        return out
 
 
 class ReplicaSet:
@@ -111,9 +138,12 @@ class ReplicaSet:
                 policy.breaker_threshold,
                 policy.breaker_window,
                 policy.breaker_cooldown,
+                failure_rate=policy.breaker_failure_rate,
+                min_requests=policy.breaker_min_requests,
                 clock=clock,
             )
             replica = Replica(url, cfg, breaker, RateLimit(clock))
+            replica.admission = admission_for(config)
             if on_breaker_change is not None:
                 breaker.listener = _bind(on_breaker_change, replica)
             replicas.append(replica)

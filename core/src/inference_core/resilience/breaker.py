@@ -1,6 +1,15 @@
 """A circuit breaker per backend replica (closed -> open -> half-open -> closed).
 
-``threshold`` failures within ``window`` seconds open it; after ``cooldown`` seconds it becomes
+Two conditions open it, whichever comes first:
+
+* **consecutive failures**: ``threshold`` failures within ``window`` seconds with no success
+  between them (a backend that is down);
+* **failure rate** (as Envoy's failure-percentage outlier detection): of the requests that
+  ended within the last ``window`` seconds, at least ``min_requests`` and a fraction of failures
+  of at least ``failure_rate`` (a backend that fails a share of its requests, e.g. 30 %, never
+  fails ``threshold`` times in a row).  ``failure_rate=0`` turns this off.
+
+After ``cooldown`` seconds it becomes
 half-open and lets exactly one trial request through; that trial's success closes it, its
 failure opens it again for another cool-down.  Only failures that say the backend is sick
 count (unavailable, timeout, authentication); the router reports an answer that proves the
@@ -17,6 +26,8 @@ from typing import Literal
 
 __all__ = ["BreakerState", "CircuitBreaker"]
 
+_MAX_OUTCOMES = 10_000
+
 BreakerState = Literal["closed", "open", "half_open"]
 
 
@@ -25,12 +36,16 @@ class CircuitBreaker:
 
     __slots__ = (
         "_clock",
+        "_failed_in_window",
         "_failures",
         "_opened_at",
+        "_outcomes",
         "_state",
         "_trial",
         "cooldown",
+        "failure_rate",
         "listener",
+        "min_requests",
         "shared",
         "threshold",
         "window",
@@ -42,6 +57,8 @@ class CircuitBreaker:
         window: float = 30.0,
         cooldown: float = 10.0,
         *,
+        failure_rate: float = 0.0,
+        min_requests: int = 20,
         clock: Callable[[], float] = time.monotonic,
         listener: Callable[[BreakerState, BreakerState], None] | None = None,
     ) -> None:
@@ -50,7 +67,11 @@ class CircuitBreaker:
         self.cooldown = cooldown
         self._clock = clock
         self.listener = listener
+        self.failure_rate = failure_rate
+        self.min_requests = max(1, min_requests)
         self._failures: deque[float] = deque()
+        self._outcomes: deque[tuple[float, bool]] = deque()  # (time, failed), for the rate
+        self._failed_in_window = 0
         self._state: BreakerState = "closed"
         self._opened_at = 0.0
         self._trial = False  # the half-open trial request is in flight
@@ -96,9 +117,13 @@ class CircuitBreaker:
             self._trial = False
         if self._state != "closed":
             self._failures.clear()
+            self._forget()
             self._set("closed")
-        elif self._failures:
+            return
+        if self._failures:
             self._failures.clear()
+        if self.failure_rate:
+            self._record(self._clock(), False)
 
     def on_failure(self, trial: bool = False) -> None:
         """The backend failed in a way that says it is sick."""
@@ -118,6 +143,21 @@ class CircuitBreaker:
             failures.popleft()
         if len(failures) >= self.threshold:
             self._open(now)
+            return
+        if self.failure_rate:
+            self._record(now, True)
+            total = len(self._outcomes)
+            if total >= self.min_requests and self._failed_in_window >= self.failure_rate * total:
+                self._open(now)
+
+    def error_rate(self) -> float | None:
+        """The failure fraction over the window (None when the rate condition is off or no
+        request ended in the window)."""
+        if not self.failure_rate:
+            return None
+        self._prune(self._clock())
+        total = len(self._outcomes)
+        return self._failed_in_window / total if total else None
 
     def on_neutral(self, trial: bool = False) -> None:
         """An outcome that says nothing about health (429, cancelled): free the trial slot."""
@@ -140,9 +180,31 @@ class CircuitBreaker:
 
     # ----------------------------------------------------------------------------- helpers
 
+    def _record(self, now: float, failed: bool) -> None:
+        outcomes = self._outcomes
+        outcomes.append((now, failed))
+        if failed:
+            self._failed_in_window += 1
+        self._prune(now)
+        if len(outcomes) > _MAX_OUTCOMES:  # bounded memory at any request rate
+            _, old_failed = outcomes.popleft()
+            self._failed_in_window -= old_failed
+
+    def _prune(self, now: float) -> None:
+        outcomes = self._outcomes
+        horizon = now - self.window
+        while outcomes and outcomes[0][0] < horizon:
+            _, old_failed = outcomes.popleft()
+            self._failed_in_window -= old_failed
+
+    def _forget(self) -> None:
+        self._outcomes.clear()
+        self._failed_in_window = 0
+
     def _open(self, now: float) -> None:
         self._opened_at = now
         self._failures.clear()
+        self._forget()
         self._set("open")
         if self.shared is not None:
             self.shared(self.cooldown)

@@ -38,6 +38,11 @@ class RouterPolicy:
     """INFERENCE_BREAKER_WINDOW: the sliding window failures are counted in."""
     breaker_cooldown: float = 10.0
     """INFERENCE_BREAKER_COOLDOWN: how long an open breaker stays open before a half-open trial."""
+    breaker_failure_rate: float = 0.25
+    """INFERENCE_BREAKER_FAILURE_RATE: failure fraction over the window that opens the breaker
+    too (0 = off), once ``breaker_min_requests`` ended in the window."""
+    breaker_min_requests: int = 20
+    """INFERENCE_BREAKER_MIN_REQUESTS: requests in the window before the rate counts."""
     context_fallback: bool = True
     """INFERENCE_CONTEXT_FALLBACK: on context-length errors, try a larger-context backend."""
     stream_resume: str = "same-model"
@@ -67,3 +72,7 @@ class RouterPolicy:
             raise ValueError("stream_resume_max must be >= 0")
         if self.breaker_threshold < 1:
             raise ValueError("breaker_threshold must be >= 1")
+        if not 0 <= self.breaker_failure_rate <= 1:
+            raise ValueError("breaker_failure_rate must be between 0 and 1")
+        if self.breaker_min_requests < 1:
+            raise ValueError("breaker_min_requests must be >= 1")

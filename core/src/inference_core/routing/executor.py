@@ -223,7 +223,16 @@ class Executor:
                     raise AllBackendsFailed(list(attempts), last=errors[-1] if errors else None)
                 if request.model != model:  # the name this backend knows (or a plugin's edit)
                     request.model = model
-                replica = backend.replicas.pick()
+                # a queue wait leaves a later step its first-token budget (no silent loss of
+                # the fallback to a long wait here)
+                reserve = policy.first_token_timeout if index < last_index else 0.0
+                replica = await self._admit(backend, remaining - reserve)
+                if replica is None:  # at capacity, its queue full or waited out: spill on
+                    error = self._overloaded(backend)
+                    errors.append(error)
+                    attempts.append(Attempt(backend.name, error.kind, error.message, 429))
+                    logger.info("backend %s: %s", backend.name, error.message)
+                    break
                 breaker = replica.breaker
                 trial = breaker.on_attempt()
                 replica.outstanding += 1
@@ -237,6 +246,7 @@ class Executor:
                     result = await self._once(op, caller, backend, replica, request, stream)
                 except asyncio.CancelledError:
                     replica.outstanding -= 1
+                    _release(replica)
                     if not guard.expired_by_us():
                         breaker.on_neutral(trial)
                         raise  # the client went away: propagate at once, no fallback
@@ -247,9 +257,11 @@ class Executor:
                     error: InferenceError = BackendTimeout(what, backend=backend.name)
                 except InferenceError as exc:
                     replica.outstanding -= 1
+                    _release(replica)
                     error = exc
                 except Exception as exc:
                     replica.outstanding -= 1
+                    _release(replica)
                     logger.debug("backend %s raised", backend.name, exc_info=True)
                     error = BackendUnavailable(
                         f"the plugin raised {type(exc).__name__}", backend=backend.name
@@ -277,6 +289,7 @@ class Executor:
                         )  # fmt: skip
                     trace.model = _answered_model(model, result)
                     replica.outstanding -= 1
+                    _release(replica)
                     usage = getattr(result, "usage", None)
                     if usage is not None:
                         trace.usage = usage
@@ -346,6 +359,49 @@ class Executor:
                 if b.load_error:
                     attempts.append(Attempt(b.name, "plugin_load_error", b.load_error))
         raise AllBackendsFailed(list(attempts), last=errors[-1] if errors else None)
+
+    # ------------------------------------------------------------------------- admission
+
+    async def _admit(self, backend: BackendEntry, budget: float) -> Replica | None:
+        """The replica to send to, holding one of its admission slots; None when the backend
+        is at capacity (every replica's slots taken and the queue full, or the wait ran out).
+
+        A replica without admission control (no cap known) is always admitted.  The picked
+        replica first, then any other eligible one with a free slot; then the picked one's
+        queue, up to its ``queue_timeout`` and ``budget`` seconds (the remaining deadline,
+        less a later step's first-token timeout); no budget left: no waiting.
+        """
+        replicas = backend.replicas
+        replica = replicas.pick()
+        admission = replica.admission
+        if admission is None or admission.try_acquire():
+            return replica
+        for other in replicas.replicas:
+            if (
+                other is not replica
+                and other.eligible
+                and (other.admission is None or other.admission.try_acquire())
+            ):
+                return other
+        if admission.full() or budget <= 0:
+            admission.rejected_full += 1
+            return None
+        if await admission.acquire(max_wait=budget):
+            return replica
+        return None
+
+    @staticmethod
+    def _overloaded(backend: BackendEntry) -> RateLimited:
+        """The error an overloaded backend counts as: a 429 with a Retry-After guess."""
+        busy = [r.admission for r in backend.replicas.replicas if r.admission is not None]
+        after = max((a.retry_after() for a in busy), default=1)
+        in_flight = sum(a.in_flight for a in busy)
+        queued = sum(a.queued for a in busy)
+        return RateLimited(
+            f"at capacity ({in_flight} in flight, {queued} queued); try again in {after}s",
+            backend=backend.name,
+            retry_after=float(after),
+        )
 
     async def _once(
         self,
@@ -469,6 +525,13 @@ class Executor:
                 replica.display_url if multi else None,
             )
         )
+
+
+def _release(replica: Replica) -> None:
+    """The request on ``replica`` ended: free its admission slot (a waiter gets it)."""
+    admission = replica.admission
+    if admission is not None:
+        admission.release()
 
 
 def _answered_model(asked: str, answer: Any) -> str:

@@ -166,6 +166,8 @@ class RoutedStream:
     def _leg_over(self, error: InferenceError | None) -> None:
         """The current upstream ended (``error``: how it failed): release its replica."""
         self._replica.outstanding -= 1
+        if self._replica.admission is not None:
+            self._replica.admission.release()
         if error is not None:
             executor = self._executor
             executor.scrub_error(error, self._replica.config)
@@ -188,6 +190,8 @@ class RoutedStream:
         if not self._done:
             self._done = True
             self._replica.outstanding -= 1
+            if self._replica.admission is not None:
+                self._replica.admission.release()
             self._executor.done()
 
 

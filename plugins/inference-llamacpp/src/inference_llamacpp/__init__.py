@@ -325,6 +325,8 @@ class LlamaCppPlugin:
         options = dict(config.options)
         if spec.ctx_size and "context_length" not in options:  # per slot, for the router
             options["context_length"] = str(spec.ctx_size // spec.parallel)
+        if "max_concurrency" not in options:  # one request per slot: the router's admission
+            options["max_concurrency"] = str(spec.parallel)
         return config.model_copy(
             update={
                 "base_urls": (server.url,),
@@ -336,29 +338,41 @@ class LlamaCppPlugin:
     async def _external_context(
         self, config: BackendConfig, http: httpx.AsyncClient
     ) -> BackendConfig | None:
-        if config.option("context_length"):
+        """The per-slot context (``context_length``) and the slot count (``max_concurrency``,
+        the router's admission cap per replica) from ``/props``, unless configured."""
+        want_ctx = not config.option("context_length")
+        want_slots = not config.option("max_concurrency")
+        if not (want_ctx or want_slots):
             return None
         try:
             timeout = config.option_float("health_timeout", DEFAULT_HEALTH_TIMEOUT, positive=True)
             props = orjson.loads((await self._get(http, config, "/props", timeout)).content)
-            n_ctx = props["default_generation_settings"]["n_ctx"]
-        except Exception:  # not up yet, /props disabled, an older server: no context info
+        except Exception:  # not up yet, /props disabled, an older server: no info
             return None
-        if not isinstance(n_ctx, int) or n_ctx <= 0:
+        options = dict(config.options)
+        settings = props.get("default_generation_settings") if isinstance(props, dict) else None
+        n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
+        if want_ctx and isinstance(n_ctx, int) and n_ctx > 0:
+            options["context_length"] = str(n_ctx)
+        slots = props.get("total_slots") if isinstance(props, dict) else None
+        if want_slots and isinstance(slots, int) and slots > 0:
+            options["max_concurrency"] = str(slots)
+        if options == dict(config.options):
             return None
-        options = {**config.options, "context_length": str(n_ctx)}
         return config.model_copy(update={"options": options})
 
     def _build_spec(self, config: BackendConfig) -> ServerSpec:
-        """The managed server's command line, provisioning binary and model if needed.
+        """The managed server's command line, from what is already provisioned.
 
-        Blocking (a first run builds llama-server, ~10 min): called in a worker thread.
+        Serving never downloads, builds or installs anything (issue #11): the binary is the
+        configured ``SERVER_BIN``, else the verified build in the cache (it wins over a
+        ``llama-server`` on ``PATH``, which is only used when there is none), and the model is
+        ``MODEL_PATH`` or the verified default GGUF.  Missing pieces are a
+        :class:`ConfigError` naming the explicit step (``scripts/serve.sh`` runs it):
+        ``python -m inference_llamacpp.provision all``.  Blocking (stats files): run in a thread.
         """
         from . import provision
         from .managed import ServerSpec
-
-        def progress(message: str) -> None:
-            log.warning("%s", message)
 
         binary = config.option("server_bin")
         if binary:
@@ -369,7 +383,7 @@ class LlamaCppPlugin:
                 )
             server_bin = Path(binary)
         else:
-            server_bin = provision.ensure_llama_server(progress=progress)
+            server_bin = provisioned_server(config.name)
         model_opt = config.option("model_path")
         if model_opt:
             model = Path(model_opt).expanduser()
@@ -382,7 +396,7 @@ class LlamaCppPlugin:
             template_opt = config.option("chat_template_file")
             template = Path(template_opt) if template_opt else None
         else:
-            model = provision.ensure_default_model(progress=progress)
+            model = provisioned_model(config.name)
             default_alias = DEFAULT_ALIAS
             template_opt = config.option("chat_template_file")
             template = Path(template_opt) if template_opt else provision.ensure_chat_template()
@@ -426,6 +440,60 @@ class LlamaCppPlugin:
         except Exception as exc:  # never raise from shutdown
             log.error("stopping the managed llama-server failed: %s", exc)
         return None
+
+
+PROVISION_HINT = (
+    "serving never downloads or builds anything: provision first with "
+    "`python -m inference_llamacpp.provision all` (scripts/serve.sh does), or set "
+    "INFERENCE_{NAME}_SERVER_BIN / INFERENCE_{NAME}_MODEL_PATH, or INFERENCE_{NAME}_BASE_URL"
+)
+
+
+def provisioned_server(name: str = "llamacpp") -> Path:
+    """The verified cached ``llama-server`` (stamp matches the pinned source and this CPU),
+    else one on ``PATH`` (unless ``INFERENCE_LLAMACPP_NO_PATH=1``), else a ConfigError.
+
+    Never builds: that is ``provision.ensure_llama_server``'s job, run explicitly.
+    """
+    from . import provision
+
+    root = provision._server_dir()
+    binary = root / "bin" / "llama-server"
+    if provision._cached_server_ok(binary, root / "bin" / "llama-server.stamp"):
+        return binary
+    if os.environ.get("INFERENCE_LLAMACPP_NO_PATH") != "1":
+        import shutil
+
+        on_path = shutil.which("llama-server")
+        if on_path:
+            log.warning(
+                "using the llama-server on PATH (%s): no verified build in %s",
+                on_path,
+                root,
+            )
+            return Path(on_path)
+    raise ConfigError(
+        f"no llama-server is provisioned (looked for the verified build {binary}"
+        + ("" if os.environ.get("INFERENCE_LLAMACPP_NO_PATH") == "1" else " and on PATH")
+        + "); "
+        + PROVISION_HINT.replace("{NAME}", name.upper()),
+        variable=f"INFERENCE_{name.upper()}_SERVER_BIN",
+    )
+
+
+def provisioned_model(name: str = "llamacpp") -> Path:
+    """The verified default GGUF in the cache, else a ConfigError (never assembles it)."""
+    from . import provision
+
+    models = provision.cache_dir() / "models"
+    model = models / provision.MODEL_NAME
+    if provision._model_stamp_ok(model, models / (provision.MODEL_NAME + ".sha256")):
+        return model
+    raise ConfigError(
+        f"the default model {model} is not provisioned (or not verified); "
+        + PROVISION_HINT.replace("{NAME}", name.upper()),
+        variable=f"INFERENCE_{name.upper()}_MODEL_PATH",
+    )
 
 
 plugin = LlamaCppPlugin()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -196,10 +197,24 @@ async def health(config: BackendConfig, http: httpx.AsyncClient) -> Health:
 
 @hookimpl
 async def startup(config: BackendConfig) -> BackendConfig | None:
-    """Validate the options; ``NUM_CTX`` becomes ``context_length`` for the router's fallback."""
+    """Validate the options; ``NUM_CTX`` becomes ``context_length`` for the router's fallback;
+    Ollama's parallelism (``NUM_PARALLEL``, else ``OLLAMA_NUM_PARALLEL``, the variable the
+    Ollama server itself reads) becomes ``max_concurrency``, the router's admission cap, unless
+    ``MAX_CONCURRENCY`` is set (Ollama's API does not say how many requests it runs at once)."""
     _load_timeout(config)
     translate.keep_alive_value(config.option("keep_alive"))
+    translate._caps(config)  # a bad MAX_* is a start-up error, not a per-request one
+    options = dict(config.options)
     num_ctx = config.option_int("num_ctx", minimum=1)
-    if num_ctx is None or config.option("context_length"):
+    if num_ctx is not None and not config.option("context_length"):
+        options["context_length"] = str(num_ctx)
+    if not config.option("max_concurrency"):
+        parallel = config.option_int("num_parallel", minimum=1)
+        if parallel is None:
+            raw = os.environ.get("OLLAMA_NUM_PARALLEL", "").strip()
+            parallel = int(raw) if raw.isdigit() and int(raw) > 0 else None
+        if parallel is not None:
+            options["max_concurrency"] = str(parallel)
+    if options == dict(config.options):
         return None
-    return config.model_copy(update={"options": {**config.options, "context_length": str(num_ctx)}})
+    return config.model_copy(update={"options": options})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import struct
 import time
 import uuid
@@ -22,6 +23,7 @@ from inference_core import (
     ChatChunk,
     ChatRequest,
     ChatResponse,
+    ConfigError,
     Embedding,
     EmbeddingRequest,
     EmbeddingResponse,
@@ -49,6 +51,104 @@ PASSTHROUGH_OPTIONS = (
 )
 
 
+#: What a client may set in Ollama ``options`` (natively, or as request extras): sampling only.
+#: Server-resource options (num_gpu, num_thread, num_batch, main_gpu, use_mmap, use_mlock,
+#: low_vram, numa, ...) belong to the operator: a client sending one gets a 400.
+CLIENT_OPTIONS = frozenset(
+    {*_SAME_NAME, *PASSTHROUGH_OPTIONS, "stop", "num_predict", "num_ctx"}
+    - {"num_batch", "num_gpu", "num_thread"}
+)
+#: Defaults of the caps (INFERENCE_<NAME>_MAX_PREDICT / MAX_NUM_CTX / MAX_KEEP_ALIVE).
+MAX_PREDICT_DEFAULT = 8192
+MAX_NUM_CTX_DEFAULT = 32768
+MAX_KEEP_ALIVE_DEFAULT = "30m"
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+
+
+def duration_seconds(value: Any) -> float | None:
+    """Ollama's ``keep_alive`` in seconds: a number (seconds) or a Go duration (``"1h30m"``);
+    negative means forever; None when it cannot be read."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    sign = -1.0 if text.startswith("-") else 1.0
+    body = text.lstrip("+-")
+    parts = _DURATION.findall(body)
+    if not parts or "".join(n + u for n, u in parts) != body:
+        return None
+    return sign * sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+def _caps(config: BackendConfig) -> tuple[int, int, float | None]:
+    """(max num_predict, max num_ctx, max keep_alive seconds or None for no cap)."""
+    max_predict = config.option_int("max_predict", MAX_PREDICT_DEFAULT, minimum=1)
+    num_ctx = config.option_int("num_ctx", minimum=1)
+    max_ctx = config.option_int("max_num_ctx", num_ctx or MAX_NUM_CTX_DEFAULT, minimum=1)
+    operator = config.option("keep_alive")
+    cap_text = config.option("max_keep_alive") or (operator or MAX_KEEP_ALIVE_DEFAULT)
+    cap = duration_seconds(cap_text)
+    if cap is None:
+        variable = config.option_variable("max_keep_alive")
+        raise ConfigError(
+            f"{variable} is invalid: {cap_text!r} is not a duration (accepted: seconds, or a "
+            "duration such as 30m or 1h)",
+            variable=variable,
+        )
+    return max_predict, max_ctx, None if cap < 0 else cap
+
+
+def _client_keep_alive(value: Any, cap: float | None, backend: str) -> Any:
+    """A client's keep_alive within the operator's cap (negative = forever = the cap)."""
+    seconds = duration_seconds(keep_alive_value(value))
+    if seconds is None:
+        raise BadRequest(
+            f"keep_alive {value!r} is not a duration (seconds, or e.g. 10m)",
+            backend=backend,
+            param="keep_alive",
+        )
+    if cap is not None and (seconds < 0 or seconds > cap):
+        return int(cap) if float(cap).is_integer() else cap
+    return keep_alive_value(value)
+
+
+def _check_client_options(native: dict[str, Any], backend: str) -> None:
+    refused = sorted(k for k in native if k not in CLIENT_OPTIONS)
+    if refused:
+        raise BadRequest(
+            f"Ollama options {', '.join(refused)} are set by the gateway's operator, not by "
+            f"clients (clients may set: {', '.join(sorted(CLIENT_OPTIONS))})",
+            backend=backend,
+            param="options",
+        )
+
+
+def _bounded(options: dict[str, Any], config: BackendConfig) -> None:
+    """Apply the caps to ``options`` in place: num_predict always bounded (Ollama's own
+    default, -1, generates until the context is full, and with context shifting forever),
+    num_ctx at most the cap."""
+    max_predict, max_ctx, _ = _caps(config)
+    predict = options.get("num_predict")
+    if not isinstance(predict, int) or isinstance(predict, bool) or not 0 < predict <= max_predict:
+        options["num_predict"] = max_predict
+    ctx = options.get("num_ctx")
+    if ctx is not None:
+        if not isinstance(ctx, int) or isinstance(ctx, bool) or ctx < 1:
+            raise BadRequest(
+                f"num_ctx {ctx!r} is not a positive whole number", backend=config.name,
+                param="num_ctx",
+            )  # fmt: skip
+        options["num_ctx"] = min(ctx, max_ctx)
+
+
 def keep_alive_value(value: Any) -> Any:
     """``"10m"`` stays a duration; ``"0"`` / ``"-1"`` / ``"300"`` become numbers (seconds)."""
     if isinstance(value, str):
@@ -64,9 +164,12 @@ def keep_alive_value(value: Any) -> Any:
 
 
 def _keep_alive(extras: dict[str, Any], config: BackendConfig) -> Any:
+    """The operator's keep_alive, or a client's within the cap (MAX_KEEP_ALIVE, else the
+    operator's own value, else 30m)."""
     value = extras.get("keep_alive")
-    if value is None:
-        value = config.option("keep_alive")
+    if value not in (None, ""):
+        return _client_keep_alive(value, _caps(config)[2], config.name)
+    value = config.option("keep_alive")
     return keep_alive_value(value) if value not in (None, "") else None
 
 
@@ -205,8 +308,10 @@ def chat_body(request: ChatRequest, config: BackendConfig) -> dict[str, Any]:
     if num_ctx is not None:
         options["num_ctx"] = num_ctx
     native = extras.get("options")
-    if isinstance(native, dict):  # Ollama-native options sent by an Ollama-aware client win
+    if isinstance(native, dict):  # Ollama-native options from an Ollama-aware client win...
+        _check_client_options(native, backend)
         options.update(native)
+    _bounded(options, config)  # ...within the gateway's caps
 
     body: dict[str, Any] = {
         "model": config.model_for(request.model),
@@ -276,7 +381,10 @@ def embed_body(request: EmbeddingRequest, config: BackendConfig) -> dict[str, An
     if num_ctx is None:
         num_ctx = config.option_int("num_ctx", minimum=1)
     if num_ctx is not None:
-        body["options"] = {"num_ctx": num_ctx}
+        options = {"num_ctx": num_ctx}
+        _bounded(options, config)
+        options.pop("num_predict", None)  # nothing is generated
+        body["options"] = options
     return body
 
 

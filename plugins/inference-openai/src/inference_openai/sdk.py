@@ -183,11 +183,11 @@ async def _call(config: BackendConfig, method: Any, kwargs: dict[str, Any]) -> A
 
 
 def _stale(exc: BaseException) -> bool:
-    cause = exc.__cause__
-    text = str(cause) if cause is not None else ""
-    return type(cause).__name__ == "RemoteProtocolError" and (
-        "without sending a response" in text or "Server disconnected" in text
-    )
+    """A *reused* connection closed before any byte (only core's lean transport can tell):
+    a fresh connection's failure is never resent (the backend may have the request)."""
+    from inference_core.http.transport import StaleConnection
+
+    return isinstance(exc.__cause__, StaleConnection)
 
 
 async def _relay(stream: Any, model: type[Any], config: BackendConfig) -> AsyncIterator[Any]:

@@ -15,6 +15,7 @@ from ...routing.sync import seed_health
 from ..logs import LOGGER
 from ..metrics import CONTENT_TYPE_LATEST
 from ..pipeline import Gateway, Handler, Receive, Route, Scope, Send, json_default
+from ..security import public_health
 
 __all__ = ["routes"]
 
@@ -75,9 +76,9 @@ def _health_detail(gw: Gateway) -> Handler:
                 "status": overall,
                 "ready": ready,
                 **seed_health(backends),  # the seed application's get_health_status() keys
-                "backends": backends,
+                "backends": public_health(backends),  # replicas by name, not URL
             }
-            return 200, orjson.dumps(gw.redact.deep(payload), default=json_default)
+            return 200, orjson.dumps(gw.public.deep(payload), default=json_default)
 
         await gw.simple(scope, send, "health", produce, protected=gw.protect_health)
 
