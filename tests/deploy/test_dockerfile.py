@@ -168,12 +168,14 @@ def test_lock_files_pin_every_package_with_hashes(lock: str) -> None:
 
 
 def test_image_lock_covers_the_cores_requirements() -> None:
-    """Every requirement of the core (and its gateway extra) is pinned, inside its range."""
+    """Every requirement of the core and of its gateway, redis and otel extras (the image runs
+    the Kubernetes manifests' shared state and traces) is pinned, inside its range."""
     import tomllib
 
     project = tomllib.loads((ROOT / "core" / "pyproject.toml").read_text())["project"]
     pins = lock_pins(ROOT / "requirements" / "image.txt")
-    for raw in [*project["dependencies"], *project["optional-dependencies"]["gateway"]]:
+    extras = project["optional-dependencies"]
+    for raw in [*project["dependencies"], *extras["gateway"], *extras["redis"], *extras["otel"]]:
         req = Requirement(raw)
         name = canonicalize_name(req.name)
         assert name in pins, f"{raw}: not in requirements/image.txt (regenerate it)"
