@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["ProtocolError", "image_url", "new_id", "sse"]
+__all__ = ["EventStream", "ProtocolError", "image_url", "new_id", "sse"]
 
 
 def new_id(prefix: str) -> str:
@@ -57,3 +57,30 @@ def image_url(source: dict[str, Any], param: str) -> str:
         f"Unsupported image source type {kind!r} at '{param}' (use 'base64' or 'url').",
         param=param,
     )
+
+
+class EventStream:
+    """Chat chunks -> one protocol's stream events (Anthropic's, the Responses API's).
+
+    A subclass keeps ``reader`` (a :class:`~.chunks.ChunkReader`), ``usage`` and ``_started``,
+    and says how its stream starts (:meth:`start`) and how the reader's steps become frames
+    (:meth:`_frames`); :meth:`feed` is the same for every protocol.
+    """
+
+    __slots__ = ()
+
+    def start(self, model: str | None) -> bytes:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _frames(self, steps: list[Any]) -> bytes:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def feed(self, chunk: Any) -> bytes:
+        """The frames for one chat chunk (``b""`` when none)."""
+        out = b"" if self._started else self.start(getattr(chunk, "model", None))  # type: ignore[attr-defined]
+        steps = self.reader.feed(chunk)  # type: ignore[attr-defined]
+        if chunk.usage is not None:
+            self.usage = chunk.usage  # type: ignore[attr-defined]
+        if steps:
+            out += self._frames(steps)
+        return out

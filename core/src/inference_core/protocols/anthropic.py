@@ -35,7 +35,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..models import ChatRequest
-from ._common import ProtocolError, image_url, new_id, sse
+from ._common import EventStream, ProtocolError, image_url, new_id, sse
 from .chunks import ChunkReader, Step
 
 __all__ = [
@@ -434,7 +434,7 @@ _TEXT_DELTA_HEAD = b'event: content_block_delta\ndata: {"type":"content_block_de
 _PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 
 
-class MessagesStream:
+class MessagesStream(EventStream):
     """Chat chunks -> Anthropic stream events, in Anthropic's order.
 
     ``message_start`` (content empty) and a ``ping`` with the first chunk; per block
@@ -479,16 +479,6 @@ class MessagesStream:
             },
         }
         return sse("message_start", {"type": "message_start", "message": message}) + _PING
-
-    def feed(self, chunk: Any) -> bytes:
-        """The frames for one chat chunk (``b""`` when none)."""
-        out = b"" if self._started else self.start(getattr(chunk, "model", None))
-        steps = self.reader.feed(chunk)
-        if chunk.usage is not None:
-            self.usage = chunk.usage
-        if steps:
-            out += self._frames(steps)
-        return out
 
     def _frames(self, steps: list[Step]) -> bytes:
         frames: list[bytes] = []

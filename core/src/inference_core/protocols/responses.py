@@ -31,7 +31,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..models import ChatRequest
-from ._common import ProtocolError, new_id, sse
+from ._common import EventStream, ProtocolError, new_id, sse
 from .chunks import ChunkReader, Step
 from .store import StoredResponse
 
@@ -406,7 +406,7 @@ def response_from_chat(
 _TEXT_DELTA_HEAD = b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta"'
 
 
-class ResponsesStream:
+class ResponsesStream(EventStream):
     """Chat chunks -> Responses stream events.
 
     ``response.created``, ``response.in_progress``; per output item
@@ -466,15 +466,6 @@ class ResponsesStream:
         return self._event("response.created", {"response": head}) + self._event(
             "response.in_progress", {"response": head}
         )
-
-    def feed(self, chunk: Any) -> bytes:
-        out = b"" if self._started else self.start(getattr(chunk, "model", None))
-        steps = self.reader.feed(chunk)
-        if chunk.usage is not None:
-            self.usage = chunk.usage
-        if steps:
-            out += self._frames(steps)
-        return out
 
     def _frames(self, steps: list[Step]) -> bytes:
         frames: list[bytes] = []
