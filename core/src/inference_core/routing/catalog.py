@@ -195,7 +195,10 @@ class ModelCatalog:
         return backend.context_length
 
     def close_names(self, name: str, limit: int = 5) -> list[str]:
-        """Up to ``limit`` served names that look like ``name`` (for a 404's message)."""
+        """Up to ``limit`` served names that look like ``name`` (for a 404's message); none
+        for a name longer than any model name (comparing it would only cost time)."""
+        if len(name) > 256:
+            return []
         candidates = set(self._servers)
         for b in self._backends:
             entry = self._models[b.name]
