@@ -104,3 +104,34 @@ def peer_url(var: str, how: str) -> str:
     except httpx.HTTPError as exc:
         pytest.fail(f"{var}={url} does not answer: {exc}", pytrace=False)
     return url
+
+
+def openai_pair_env(first: Any, second: Any, *, key: str, backup_key: str) -> dict[str, str]:
+    """The environment of a gateway over two OpenAI-compatible fakes: ``first`` as the
+    ``openai`` primary, ``second`` as the fallback ``backup`` (the same plugin), no retries."""
+    return {
+        "INFERENCE_PROVIDER": "openai",
+        "ENABLE_FALLBACK": "true",
+        "FALLBACK_CHAIN": "backup",
+        "OPENAI_API_BASE": first.base_url,
+        "OPENAI_API_KEY": key,
+        "INFERENCE_BACKUP_PLUGIN": "openai",
+        "INFERENCE_BACKUP_BASE_URL": second.base_url,
+        "INFERENCE_BACKUP_API_KEY": backup_key,
+        "INFERENCE_MAX_RETRIES": "0",
+        "INFERENCE_RETRY_AFTER_CAP": "0",
+        "HEALTH_CHECK_INTERVAL": "3600",
+    }
+
+
+def wait_ready(gw: RunningGateway, key: str, timeout: float = 10.0) -> None:
+    """Let the start-up health checks finish before a test changes the fakes' behaviour (a
+    probe that saw the test's 503s would reorder the chain)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = httpx.get(
+            gw.url + "/v1/health/inference", headers={"authorization": f"Bearer {key}"}
+        ).json()["backends"]
+        if all(b["state"] == "ready" for b in states.values()):
+            return
+        time.sleep(0.02)

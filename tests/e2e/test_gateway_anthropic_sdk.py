@@ -22,6 +22,8 @@ import pytest
 
 from tests.fakes import FakeOllamaServer, FakeOpenAIServer
 
+from .conftest import openai_pair_env, wait_ready
+
 GW_KEY = "sk-gateway-anthropic"
 SECRET = "sk-secret-backend-anth"
 REPLY = "Hello from the fake server."
@@ -49,37 +51,14 @@ def fakes() -> Iterator[tuple[FakeOpenAIServer, FakeOpenAIServer]]:
         yield first, second
 
 
-def _wait_ready(gw: Any) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        states = httpx.get(
-            gw.url + "/v1/health/inference", headers={"authorization": f"Bearer {GW_KEY}"}
-        ).json()["backends"]
-        if all(b["state"] == "ready" for b in states.values()):
-            return
-        time.sleep(0.02)
-
-
 @pytest.fixture
 def gw(fakes: tuple[FakeOpenAIServer, FakeOpenAIServer], serve_gateway: Any) -> Any:
     first, second = fakes
     first.reset()
     second.reset()
-    env = {
-        "INFERENCE_PROVIDER": "openai",
-        "ENABLE_FALLBACK": "true",
-        "FALLBACK_CHAIN": "backup",
-        "OPENAI_API_BASE": first.base_url,
-        "OPENAI_API_KEY": SECRET,
-        "INFERENCE_BACKUP_PLUGIN": "openai",
-        "INFERENCE_BACKUP_BASE_URL": second.base_url,
-        "INFERENCE_BACKUP_API_KEY": "sk-backup",
-        "INFERENCE_MAX_RETRIES": "0",
-        "INFERENCE_RETRY_AFTER_CAP": "0",
-        "HEALTH_CHECK_INTERVAL": "3600",
-    }
+    env = openai_pair_env(first, second, key=SECRET, backup_key="sk-backup")
     gw = serve_gateway(env, api_keys=GW_KEY, max_body_bytes=64 * 1024)
-    _wait_ready(gw)
+    wait_ready(gw, GW_KEY)
     return gw
 
 

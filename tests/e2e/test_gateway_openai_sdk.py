@@ -20,6 +20,8 @@ import pytest
 
 from tests.fakes import FakeOpenAIServer
 
+from .conftest import openai_pair_env, wait_ready
+
 GW_KEY = "sk-gateway-e2e-key"
 SECRET = "sk-secret-backend-123"
 MSG = [{"role": "user", "content": "Say hello"}]
@@ -39,30 +41,9 @@ def gw(fakes: tuple[FakeOpenAIServer, FakeOpenAIServer], serve_gateway: Any) -> 
     first, second = fakes
     first.reset()
     second.reset()
-    env = {
-        "INFERENCE_PROVIDER": "openai",
-        "ENABLE_FALLBACK": "true",
-        "FALLBACK_CHAIN": "backup",
-        "OPENAI_API_BASE": first.base_url,
-        "OPENAI_API_KEY": SECRET,
-        "INFERENCE_BACKUP_PLUGIN": "openai",
-        "INFERENCE_BACKUP_BASE_URL": second.base_url,
-        "INFERENCE_BACKUP_API_KEY": "sk-backup-key",
-        "INFERENCE_MAX_RETRIES": "0",
-        "INFERENCE_RETRY_AFTER_CAP": "0",
-        "HEALTH_CHECK_INTERVAL": "3600",
-    }
+    env = openai_pair_env(first, second, key=SECRET, backup_key="sk-backup-key")
     gw = serve_gateway(env, api_keys=GW_KEY)
-    # let the start-up health checks finish before a test changes the fakes' behaviour (a
-    # probe that saw the test's 503s would reorder the chain)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        states = httpx.get(
-            gw.url + "/v1/health/inference", headers={"authorization": f"Bearer {GW_KEY}"}
-        ).json()["backends"]
-        if all(b["state"] == "ready" for b in states.values()):
-            break
-        time.sleep(0.02)
+    wait_ready(gw, GW_KEY)
     return gw
 
 

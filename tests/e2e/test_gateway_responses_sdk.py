@@ -9,7 +9,6 @@ shared pipeline (fallback, metrics, keys) on ``/v1/responses``.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +18,8 @@ import orjson
 import pytest
 
 from tests.fakes import FakeOllamaServer, FakeOpenAIServer
+
+from .conftest import openai_pair_env, wait_ready
 
 GW_KEY = "sk-gateway-responses"
 SECRET = "sk-secret-backend-resp"
@@ -48,28 +49,9 @@ def gw(fakes: tuple[FakeOpenAIServer, FakeOpenAIServer], serve_gateway: Any) -> 
     first, second = fakes
     first.reset()
     second.reset()
-    env = {
-        "INFERENCE_PROVIDER": "openai",
-        "ENABLE_FALLBACK": "true",
-        "FALLBACK_CHAIN": "backup",
-        "OPENAI_API_BASE": first.base_url,
-        "OPENAI_API_KEY": SECRET,
-        "INFERENCE_BACKUP_PLUGIN": "openai",
-        "INFERENCE_BACKUP_BASE_URL": second.base_url,
-        "INFERENCE_BACKUP_API_KEY": "sk-backup",
-        "INFERENCE_MAX_RETRIES": "0",
-        "INFERENCE_RETRY_AFTER_CAP": "0",
-        "HEALTH_CHECK_INTERVAL": "3600",
-    }
+    env = openai_pair_env(first, second, key=SECRET, backup_key="sk-backup")
     gw = serve_gateway(env, api_keys=GW_KEY, responses_store_max=3)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        states = httpx.get(
-            gw.url + "/v1/health/inference", headers={"authorization": f"Bearer {GW_KEY}"}
-        ).json()["backends"]
-        if all(b["state"] == "ready" for b in states.values()):
-            break
-        time.sleep(0.02)
+    wait_ready(gw, GW_KEY)
     return gw
 
 
