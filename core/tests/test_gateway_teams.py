@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,12 @@ import httpx
 import openai
 import pytest
 
-from inference_core import hookimpl
+sys.path.insert(0, str(Path(__file__).parent))
+
+from test_router_helpers import CompatPlugin as Relay
+
 from inference_core.cli import build_app
 from inference_core.gateway import GatewaySettings, create_app
-from inference_core.http import openai_compat
 from inference_core.router import Router
 from inference_core.state import StateSettings
 
@@ -46,20 +49,6 @@ def sse(model: bytes, usage: bool) -> bytes:
             b'"usage":{"prompt_tokens":4,"completion_tokens":3,"total_tokens":7}}' % model
         )
     return b"".join(b"data: " + e + b"\n\n" for e in events) + b"data: [DONE]\n\n"
-
-
-class Relay:
-    @hookimpl
-    async def chat(self, request: Any, config: Any, http: Any) -> Any:
-        return await openai_compat.chat(http, config, request)
-
-    @hookimpl
-    async def list_models(self, config: Any, http: Any) -> Any:
-        return await openai_compat.list_models(http, config)
-
-    @hookimpl
-    async def health(self, config: Any, http: Any) -> Any:
-        return await openai_compat.probe_health(http, config, path="/health")
 
 
 class Upstream:
