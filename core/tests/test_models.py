@@ -144,3 +144,37 @@ def test_settings_and_options_accept_the_same_boolean_words():
     for word in ("true", "1", "yes", "on", "false", "0", "no", "off"):
         settings = Settings.from_env({"ENABLE_FALLBACK": word}, env_file=None)
         assert settings.enable_fallback is config(flag=word).option_bool("flag", False)
+
+
+# ------------------------------------------------------------------------- raw wire bytes
+
+CHUNK = (
+    b'{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m",'
+    b'"choices":[{"index":0,"delta":{"content":"hi"}}],"x_extra":1}'
+)
+
+
+def test_raw_bytes_are_kept_set_and_dropped_like_a_private_attribute():
+    import copy
+    import pickle
+
+    from inference_core.models import ChatChunk
+
+    chunk = ChatChunk.from_raw(CHUNK)
+    assert chunk.raw == CHUNK
+    assert chunk.choices[0].delta.content == "hi"
+    parsed = ChatChunk.model_validate_json(CHUNK)  # no bytes remembered
+    assert parsed.raw is None
+    assert chunk != parsed  # as with any private attribute: different bytes, not equal
+    for clone in (copy.copy(chunk), copy.deepcopy(chunk), pickle.loads(pickle.dumps(chunk)),
+                  chunk.model_copy()):  # fmt: skip
+        assert clone.raw == CHUNK
+    assert "raw" not in chunk.model_dump()
+    assert "_raw" not in chunk.model_dump()
+    chunk.set_raw(b"{}")
+    assert chunk.raw == b"{}"
+    chunk.drop_raw()
+    assert chunk.raw is None
+    assert chunk == parsed  # without bytes it equals an object built without them
+    parsed.set_raw(CHUNK)  # set on an object that had none
+    assert parsed.raw == CHUNK

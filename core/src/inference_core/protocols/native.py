@@ -106,7 +106,7 @@ class NativeAnswer(WireModel):
     @classmethod
     def of(cls, body: bytes, usage: Usage | None = None) -> NativeAnswer:
         answer = cls(usage=usage)
-        answer._raw = body
+        answer.set_raw(body)
         return answer
 
 
@@ -119,5 +119,5 @@ class NativeEvent(WireModel):
     @classmethod
     def of(cls, frame: bytes, usage: Usage | None = None) -> NativeEvent:
         event = cls(usage=usage)
-        event._raw = frame if frame.endswith(b"\n\n") else frame.rstrip(b"\n") + b"\n\n"
+        event.set_raw(frame if frame.endswith(b"\n\n") else frame.rstrip(b"\n") + b"\n\n")
         return event

@@ -577,7 +577,7 @@ class _Seam:
                 new = new.replace(old, want, 1)
             chunk.id, chunk.model, chunk.created = self.id, self.model, self.created
             if new is not None:
-                chunk._raw = new
+                chunk.set_raw(new)
                 return chunk
         chunk.id, chunk.model, chunk.created = self.id, self.model, self.created
         chunk.drop_raw()
