@@ -283,3 +283,64 @@ async def test_a_request_that_finds_no_free_connection_times_out_in_the_pool() -
         first.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await first
+
+
+async def test_send_writes_the_same_request_httpx_would_and_builds_request_on_demand() -> None:
+    """``send``'s lean path writes the request bytes itself (no ``httpx.Request``): the server
+    gets what httpx would send (client headers, the request's headers winning, host, length,
+    body), and ``response.request`` is the equivalent ``httpx.Request``, built when asked."""
+    heads: list[bytes] = []
+
+    async def handler(reader, writer, _n):
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            heads.append(head + (await reader.readexactly(length) if length else b""))
+            writer.write(response(b'{"ok":true}', extra=b"X-Up: 1\r\n"))
+
+    async with server(handler) as (url, _stats), create_client() as client:
+        got = await send(
+            client, "POST", url + "/v1/chat/completions?x=1", backend="b", body={"a": "é"},
+            headers={"Authorization": "Bearer sk-1", "User-Agent": "mine"},
+        )  # fmt: skip
+        listed = await send(client, "GET", url + "/v1/models", backend="b")
+        # the same through httpx's own request building, for comparison
+        plain = await client.post(
+            url + "/v1/chat/completions?x=1", content=b'{"a":"\xc3\xa9"}',
+            headers={"content-type": "application/json", "Authorization": "Bearer sk-1",
+                     "User-Agent": "mine"},
+        )  # fmt: skip
+        assert got.content == listed.content == plain.content == b'{"ok":true}'
+        assert got.headers["x-up"] == "1"
+
+        def parsed(raw: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
+            head, _, body = raw.partition(b"\r\n\r\n")
+            line, *fields = head.split(b"\r\n")
+            pairs = [f.split(b": ", 1) for f in fields]
+            assert len({name.lower() for name, _ in pairs}) == len(pairs)  # no duplicates
+            return line, {name.lower(): value for name, value in pairs}, body
+
+        fast_line, fast, fast_body = parsed(heads[0])
+        plain_line, slow, plain_body = parsed(heads[2])
+        assert fast_line == plain_line == b"POST /v1/chat/completions?x=1 HTTP/1.1"
+        assert fast == slow
+        assert fast[b"user-agent"] == b"mine"
+        assert fast[b"authorization"] == b"Bearer sk-1"
+        assert fast[b"accept-encoding"] == b"identity"
+        assert fast[b"host"] == url.removeprefix("http://").encode()
+        assert fast_body == plain_body == b'{"a":"\xc3\xa9"}'
+        get_line, get_headers, _ = parsed(heads[1])
+        assert get_line == b"GET /v1/models HTTP/1.1"
+        assert b"content-length" not in get_headers
+        assert b"content-type" not in get_headers
+
+        request = got.request  # built now, from what was sent
+        assert isinstance(request, httpx.Request)
+        assert (request.method, str(request.url)) == ("POST", url + "/v1/chat/completions?x=1")
+        assert request.content == b'{"a":"\xc3\xa9"}'
+        assert request.headers["authorization"] == "Bearer sk-1"
+        assert got.url == request.url
+        assert got.raise_for_status() is got

@@ -9,7 +9,8 @@ the gateway can relay them without serialising again.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 import httpx
@@ -32,7 +33,7 @@ from ..models import (
 )
 from .errors import error_for_event, error_for_exception, error_for_response
 from .streams import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, iter_sse_data
-from .transport import StaleConnection
+from .transport import FastHTTPTransport, StaleConnection
 
 __all__ = [
     "auth_headers",
@@ -102,34 +103,58 @@ async def send(
     """
     content = orjson.dumps(body) if body is not None else None
     hdrs = {"content-type": "application/json", **(headers or {})} if content else headers
-    extensions = {}
-    if timeout is not None:
-        t = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
-        extensions["timeout"] = t.as_dict()
-    # Hot path: build the request from a cached httpx.URL and hand it to the transport the
-    # client would pick, skipping AsyncClient.send's layers (URL merge and parse, cookie jar
-    # extraction on every response, auth and redirect wrappers, event hooks): about -190 us
-    # of CPU per request and -150 us at c=1 in the gateway benchmark (docs/benchmarks.md).
-    # The client's own headers (user-agent, accept-encoding: identity) and timeout still apply.
+    t = timeout if timeout is not None else http.timeout
+    if not isinstance(t, httpx.Timeout):
+        t = httpx.Timeout(t)
+    extensions = {"timeout": _timeout_dict(t)}
+    # Hot path: hand the request to the transport the client would pick, skipping
+    # AsyncClient.send's layers (URL merge and parse, cookie jar extraction on every response,
+    # auth and redirect wrappers, event hooks): about -190 us of CPU per request and -150 us at
+    # c=1 in the gateway benchmark (docs/benchmarks.md).  On the lean transport the request's
+    # bytes are written directly (its head cached per client, URL and headers): building an
+    # httpx.Request cost 13 us more.  The client's own headers (user-agent, accept-encoding:
+    # identity) and timeout still apply.
     target = _URLS.get(url)
     if target is None:
         if len(_URLS) > 4096:
             _URLS.clear()
         target = _URLS[url] = httpx.URL(url)
-    merged = dict(http.headers)
-    if hdrs:
-        merged.update(hdrs)
-    if not extensions:
-        extensions["timeout"] = http.timeout.as_dict()
-    request = httpx.Request(method, target, content=content, headers=merged, extensions=extensions)
     pick = getattr(http, "_transport_for_url", None)  # httpx private API: fall back if it goes
+    transport = pick(target) if pick is not None else None
+    if transport.__class__ is FastHTTPTransport:
+        head, merged = _head(http, method, url, target, hdrs)
+        payload = head
+        if content is not None or method in ("POST", "PUT", "PATCH"):
+            payload += b"content-length: %d\r\n\r\n" % len(content or b"")
+            if content:
+                payload += content
+        else:
+            payload += b"\r\n"
+
+        def exchange() -> Awaitable[httpx.Response]:
+            return transport.exchange(
+                target, payload, extensions,
+                partial(httpx.Request, method, target, content=content, headers=merged,
+                        extensions=extensions),
+            )  # fmt: skip
+    else:
+        merged = dict(http.headers)
+        if hdrs:
+            merged.update(hdrs)
+        request = httpx.Request(
+            method, target, content=content, headers=merged, extensions=extensions
+        )
+
+        async def exchange() -> httpx.Response:
+            if transport is None:  # pragma: no cover - only on an httpx without the helper
+                return await http.send(request, stream=True)
+            response = await transport.handle_async_request(request)
+            response.request = request
+            return response
+
     for attempt in (1, 2):
         try:
-            if pick is not None:
-                response = await pick(target).handle_async_request(request)
-                response.request = request
-            else:  # pragma: no cover - only on an httpx without the private helper
-                response = await http.send(request, stream=True)
+            response = await exchange()
             break
         except StaleConnection as exc:
             if attempt == 1:  # a reused connection the server had closed: nothing processed
@@ -153,6 +178,60 @@ async def send(
         finally:
             await response.aclose()
     return response
+
+
+_HEADS: dict[tuple[Any, ...], tuple[httpx.AsyncClient, bytes, dict[str, str]]] = {}
+_TIMEOUT_DICTS: dict[int, tuple[httpx.Timeout, dict[str, float | None]]] = {}
+
+
+def _head(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    target: httpx.URL,
+    headers: Mapping[str, str] | None,
+) -> tuple[bytes, dict[str, str]]:
+    """The request line and headers (without ``content-length`` and the blank line) that
+    ``http`` would send for ``method url`` (parsed: ``target``) with ``headers``, and the
+    merged header dict.
+
+    Cached per client, method, URL and headers: the client's own headers are read when a
+    combination is first sent (the shared client's are set once, at start-up).  As httpx does:
+    a header given for the request replaces the client's header of the same name, ``host``
+    defaults to the URL's, and names and values are ASCII.
+    """
+    key = (id(http), method, url, tuple(headers.items()) if headers else None)
+    cached = _HEADS.get(key)
+    if cached is not None and cached[0] is http:
+        return cached[1], cached[2]
+    merged = {name.lower(): value for name, value in http.headers.items()}
+    for name, value in (headers or {}).items():
+        merged[name.lower()] = value
+    lines = [f"{method} {target.raw_path.decode('ascii')} HTTP/1.1"]
+    if "host" not in merged:
+        lines.append(f"host: {target.netloc.decode('ascii')}")
+    lines += (
+        f"{name}: {value}"
+        for name, value in merged.items()
+        if name not in ("content-length", "transfer-encoding")
+    )
+    head = ("\r\n".join(lines) + "\r\n").encode("ascii")
+    if len(_HEADS) > 1024:
+        _HEADS.clear()
+    _HEADS[key] = (http, head, merged)
+    return head, merged
+
+
+def _timeout_dict(timeout: httpx.Timeout) -> dict[str, float | None]:
+    """``timeout.as_dict()``, once per ``Timeout`` object (they are cached per backend)."""
+    cached = _TIMEOUT_DICTS.get(id(timeout))
+    if cached is not None and cached[0] is timeout:
+        return cached[1]
+    if len(_TIMEOUT_DICTS) > 256:
+        _TIMEOUT_DICTS.clear()
+    value = timeout.as_dict()
+    _TIMEOUT_DICTS[id(timeout)] = (timeout, value)
+    return value
 
 
 async def read_capped(
