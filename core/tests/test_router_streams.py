@@ -207,6 +207,32 @@ async def test_slow_but_steady_stream_is_not_cut_by_the_idle_timeout():
     assert len(chunks) == 5
 
 
+async def test_the_idle_deadline_is_armed_only_for_a_chunk_that_must_be_waited_for():
+    """A chunk the upstream already delivered (several events in one read) is taken without
+    arming the idle deadline; a chunk that has to be waited for arms it, every time."""
+    ready = ScriptedStream(*[ev(chunk_json(text=str(i))) for i in range(6)], b"data: [DONE]\n\n")
+    paced = ScriptedStream(
+        ev(chunk_json(text="0")), 0.01, ev(chunk_json(text="1")), 0.01, ev(chunk_json(text="2")),
+        b"data: [DONE]\n\n",
+    )  # fmt: skip
+    for upstream, waits in ((ready, 0), (paced, 2)):
+        router = build({"a.test": Server(streaming(upstream))})
+        watchdog = router._watchdog
+        idle_arms: list[float] = []
+        arm = watchdog.arm
+
+        def counting_arm(guard, seconds, slow_after=0.0, key=None, arm=arm, idle_arms=idle_arms):
+            if key is None:  # the first-token deadline names its backend; idle ones do not
+                idle_arms.append(seconds)
+            arm(guard, seconds, slow_after, key)
+
+        watchdog.arm = counting_arm
+        async with router:
+            chunks = await collect(await router.chat(req(stream=True)))
+        assert len(chunks) == (6 if upstream is ready else 3)
+        assert len(idle_arms) == waits
+
+
 async def test_closing_the_stream_early_closes_the_upstream():
     parts = [ev(chunk_json(text=str(i))) for i in range(10)]
     upstream = ScriptedStream(*parts, b"data: [DONE]\n\n")

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
+from .._aio import next_now as _next_now
 from .logs import LOGGER
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,50 +38,6 @@ SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 _FLUSH_BYTES = 64 * 1024
-
-
-class _Resume:
-    """Await the rest of an awaitable that :func:`_next_now` started by hand."""
-
-    __slots__ = ("_gen", "_pending")
-
-    def __init__(self, gen: Any, pending: Any) -> None:
-        self._gen = gen
-        self._pending = pending
-
-    def __await__(self) -> Any:
-        gen = self._gen
-        pending = self._pending
-        while True:
-            try:
-                value = yield pending
-            except BaseException as exc:  # cancellation, timeouts: into the awaitable
-                try:
-                    pending = gen.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-                continue
-            try:
-                pending = gen.send(value)
-            except StopIteration as stop:
-                return stop.value
-
-
-def _next_now(iterator: Any) -> tuple[Any, _Resume | None]:
-    """``(chunk, None)`` when the next chunk is available without waiting, else
-    ``(None, awaitable)``.  Raises ``StopAsyncIteration`` at the end.
-
-    Runs ``iterator.__anext__()`` up to its first suspension point: if it finishes there
-    (the chunk was already buffered), nothing was waited for; otherwise the returned
-    awaitable continues it exactly where it stopped (the pending future is handed to the
-    event loop as a plain ``await`` would).
-    """
-    gen = iterator.__anext__().__await__()
-    try:
-        pending = gen.send(None)
-    except StopIteration as stop:
-        return stop.value, None
-    return None, _Resume(gen, pending)
 
 
 async def _aclose(it: Any) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from asyncio import current_task
 from collections.abc import Callable
 
 __all__ = ["Guard", "Watchdog"]
@@ -80,6 +81,7 @@ class Watchdog:
         self.on_tick = on_tick  # called every tick (keep it quick; an exception is ignored)
         self._guards: set[Guard] = set()
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # where the watchdog runs
 
     # ----------------------------------------------------------------------------- hot path
 
@@ -92,7 +94,9 @@ class Watchdog:
         ``on_slow(key)`` once (the router asks for a health probe of a backend that keeps a
         request waiting: a hung server is marked down before the request itself times out).
         """
-        task = asyncio.current_task()
+        # with the watchdog's own loop, current_task() skips get_running_loop() (a getpid()
+        # system call on CPython 3.11); another loop (or none running yet) asks as usual
+        task = current_task(self._loop) or current_task()
         if task is None:  # pragma: no cover - always called from a task
             return
         now = self.clock()
@@ -119,10 +123,11 @@ class Watchdog:
 
     def start(self) -> None:
         if not self.running:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="watchdog")
+            self._loop = asyncio.get_running_loop()
+            self._task = self._loop.create_task(self._run(), name="watchdog")
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
+        task, self._task, self._loop = self._task, None, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

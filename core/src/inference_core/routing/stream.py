@@ -15,6 +15,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from .._aio import next_now
 from ..errors import Attempt, BackendTimeout, BackendUnavailable, InferenceError
 from ..resilience.deadline import Guard
 
@@ -88,17 +89,25 @@ class RoutedStream:
         if self._done:
             raise StopAsyncIteration
         guard = self._guard
-        watchdog = self._executor.watchdog
-        watchdog.arm(guard, self._idle)
+        watchdog = None
         try:
-            chunk = await self._up.__anext__()
+            # the idle deadline is armed only when the next chunk is not there yet (the
+            # upstream often delivers several in one read): arming costs more than a chunk
+            chunk, pending = next_now(self._up)
+            if pending is not None:
+                watchdog = self._executor.watchdog
+                watchdog.arm(guard, self._idle)
+                chunk = await pending
+                watchdog.disarm(guard)
         except StopAsyncIteration:
-            watchdog.disarm(guard)
+            if watchdog is not None:
+                watchdog.disarm(guard)
             self._finish(None)
             raise
         except asyncio.CancelledError:
             expired = guard.expired_by_us()
-            watchdog.disarm(guard)
+            if watchdog is not None:
+                watchdog.disarm(guard)
             if not expired:
                 await aclose_quietly(self._up)
                 self._finish(None)
@@ -108,15 +117,16 @@ class RoutedStream:
                 backend=self._backend.name,
             )
         except InferenceError as exc:
-            watchdog.disarm(guard)
+            if watchdog is not None:
+                watchdog.disarm(guard)
             error = exc
         except Exception as exc:
-            watchdog.disarm(guard)
+            if watchdog is not None:
+                watchdog.disarm(guard)
             error = BackendUnavailable(
                 f"the stream failed: {type(exc).__name__}", backend=self._backend.name
             )
         else:
-            watchdog.disarm(guard)
             keep = self._keep
             if keep is not None:
                 keep(chunk)
