@@ -344,3 +344,23 @@ async def test_send_writes_the_same_request_httpx_would_and_builds_request_on_de
         assert request.headers["authorization"] == "Bearer sk-1"
         assert got.url == request.url
         assert got.raise_for_status() is got
+
+
+@pytest.mark.parametrize("value", ["sk-1\r\nx-injected: 1", "sk-\0", "sk-é"])
+async def test_a_header_that_is_not_plain_ascii_is_refused_by_name_never_written(value) -> None:
+    """A line break in an API key from the environment must not split the request head (or
+    smuggle a header in); the error names the header, never its value."""
+    received: list[bytes] = []
+
+    async def handler(reader, writer, _n):
+        received.append(await reader.read(65536))
+
+    async with server(handler) as (url, _stats), create_client() as client:
+        with pytest.raises(BackendUnavailable, match="'authorization'") as caught:
+            await send(
+                client, "POST", url + "/v1/x", backend="b", body={},
+                headers={"authorization": f"Bearer {value}"},
+            )  # fmt: skip
+        assert value not in str(caught.value)
+        assert caught.value.backend == "b"
+    assert received == []

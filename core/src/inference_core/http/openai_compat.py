@@ -122,7 +122,7 @@ async def send(
     pick = getattr(http, "_transport_for_url", None)  # httpx private API: fall back if it goes
     transport = pick(target) if pick is not None else None
     if transport.__class__ is FastHTTPTransport:
-        head, merged = _head(http, method, url, target, hdrs)
+        head, merged = _head(http, method, url, target, hdrs, backend)
         payload = head
         if content is not None or method in ("POST", "PUT", "PATCH"):
             payload += b"content-length: %d\r\n\r\n" % len(content or b"")
@@ -190,6 +190,7 @@ def _head(
     url: str,
     target: httpx.URL,
     headers: Mapping[str, str] | None,
+    backend: str,
 ) -> tuple[bytes, dict[str, str]]:
     """The request line and headers (without ``content-length`` and the blank line) that
     ``http`` would send for ``method url`` (parsed: ``target``) with ``headers``, and the
@@ -198,7 +199,9 @@ def _head(
     Cached per client, method, URL and headers: the client's own headers are read when a
     combination is first sent (the shared client's are set once, at start-up).  As httpx does:
     a header given for the request replaces the client's header of the same name, ``host``
-    defaults to the URL's, and names and values are ASCII.
+    defaults to the URL's, and names and values are ASCII.  A line break, NUL or non-ASCII
+    character in a name or value (a bad API key in the environment) is ``BackendUnavailable``
+    naming the header (never its value), and nothing is written.
     """
     key = (id(http), method, url, tuple(headers.items()) if headers else None)
     cached = _HEADS.get(key)
@@ -207,6 +210,14 @@ def _head(
     merged = {name.lower(): value for name, value in http.headers.items()}
     for name, value in (headers or {}).items():
         merged[name.lower()] = value
+    for name, value in merged.items():  # never let a value end the header early
+        text = f"{name}{value}"
+        if not text.isascii() or any(c in text for c in "\r\n\0"):
+            raise BackendUnavailable(
+                f"the header {name!r} for the backend is not plain ASCII text "
+                "(a line break, NUL or non-ASCII character)",
+                backend=backend,
+            )
     lines = [f"{method} {target.raw_path.decode('ascii')} HTTP/1.1"]
     if "host" not in merged:
         lines.append(f"host: {target.netloc.decode('ascii')}")
