@@ -314,7 +314,14 @@ async def test_send_writes_the_same_request_httpx_would_and_builds_request_on_de
                      "User-Agent": "mine"},
         )  # fmt: skip
         assert got.content == listed.content == plain.content == b'{"ok":true}'
+        assert got.raw_header(b"x-up") == "1"  # read without building httpx.Headers
+        assert got.raw_header(b"content-length") == "11"
+        assert got.raw_header(b"x-absent") is None
+        assert got.headers == plain.headers  # built on first read, the same as httpx's
         assert got.headers["x-up"] == "1"
+        got.headers = httpx.Headers({"x-set": "2"})
+        assert got.raw_header(b"x-set") == "2"
+        assert "x-up" not in got.headers
 
         def parsed(raw: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
             head, _, body = raw.partition(b"\r\n\r\n")

@@ -253,7 +253,8 @@ async def read_capped(
     A longer body raises ``BackendUnavailable`` (a backend gone wrong must not fill the
     gateway's memory), or with ``cut`` is truncated (error bodies: the start is what counts).
     """
-    declared = response.headers.get("content-length")
+    lookup = getattr(response, "raw_header", None)  # the lean transport's: no Headers built
+    declared = lookup(b"content-length") if lookup else response.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit and not cut:
         raise BackendUnavailable(
             f"the backend's answer is {declared} bytes, above the {limit}-byte limit",

@@ -181,15 +181,50 @@ class _Connection(asyncio.Protocol):
 
 
 class Response(httpx.Response):
-    """An ``httpx.Response`` whose ``request`` may be built only when someone asks for it.
+    """An ``httpx.Response`` built lazily where the gateway's hot path never looks.
 
     :meth:`FastHTTPTransport.exchange` sends bytes, not an ``httpx.Request`` (building one
     costs about 13 us, more than the rest of the upstream call); ``make_request`` builds the
     equivalent request for the rare caller that reads ``response.request`` (``url``,
-    ``raise_for_status``, error messages).
+    ``raise_for_status``, error messages).  Likewise ``headers`` (an ``httpx.Headers``, whose
+    construction normalises every header) is built from the raw pairs the first time it is
+    read; :meth:`raw_header` reads one header without building it.
     """
 
     make_request: Callable[[], httpx.Request] | None = None
+    _raw_headers: list[tuple[bytes, bytes]] | None = None
+    _headers: httpx.Headers
+
+    def __init__(
+        self,
+        status_code: int,
+        raw_headers: list[tuple[bytes, bytes]],
+        stream: httpx.AsyncByteStream,
+        extensions: dict,
+    ) -> None:
+        super().__init__(status_code, stream=stream, extensions=extensions)
+        self._raw_headers = raw_headers
+
+    @property  # type: ignore[override]
+    def headers(self) -> httpx.Headers:
+        raw = self._raw_headers
+        if raw is not None:
+            self._raw_headers = None
+            self._headers = httpx.Headers(raw)
+        return self._headers
+
+    @headers.setter
+    def headers(self, value: httpx.Headers) -> None:
+        self._raw_headers = None
+        self._headers = value
+
+    def raw_header(self, name: bytes) -> str | None:
+        """The value of header ``name`` (lower case), joined with ``", "`` when repeated."""
+        raw = self._raw_headers
+        if raw is None:
+            return self.headers.get(name.decode("latin-1"))
+        values = [value for key, value in raw if key.lower() == name]
+        return b", ".join(values).decode("latin-1") if values else None
 
     @property
     def request(self) -> httpx.Request:
@@ -416,9 +451,9 @@ class FastHTTPTransport(httpx.AsyncBaseTransport):
             raise
         response = Response(
             conn.status,
-            headers=conn.headers,
-            stream=_Body(self, key, conn, read_timeout),
-            extensions={"http_version": b"HTTP/1.1"},
+            conn.headers,
+            _Body(self, key, conn, read_timeout),
+            {"http_version": b"HTTP/1.1"},
         )
         response.make_request = request
         return response
