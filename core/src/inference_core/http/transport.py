@@ -5,7 +5,9 @@ machine, more than the whole budget we give the gateway. This transport speaks H
 ``asyncio.Protocol`` with llhttp (``httptools``, the parser uvicorn uses) and a keep-alive pool, and
 plugs in under the ordinary ``httpx.AsyncClient`` (mounted for ``http://`` only; TLS, proxies and
 HTTP/2 stay with ``httpcore``).  Everything above it (requests, responses, timeouts, streaming) is
-plain ``httpx``.
+plain ``httpx``; :func:`inference_core.http.openai_compat.send` also uses its
+:meth:`FastHTTPTransport.exchange`, which takes the request as bytes, and gets back a
+:class:`Response` (an ``httpx.Response`` that builds its request and headers only when read).
 
 Contract, matching ``httpcore`` where callers depend on it:
 
