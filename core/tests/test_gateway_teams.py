@@ -207,6 +207,34 @@ async def test_model_globs_403(build, keys_file):
     assert err["param"] == "model"
 
 
+async def test_model_list_shows_a_narrow_key_only_the_models_it_may_use(
+    build, keys_file, monkeypatch
+):
+    """``/v1/models`` and ``/v1/models/{id}`` answer a key limited to some models with those
+    models only (by id, alias or ``backend/id``); the others are 404s without close-name
+    suggestions, as if they were not there. A key without limits sees everything."""
+    monkeypatch.setitem(ENV, "INFERENCE_UP_MODELS", "gemma-3-270m,llama-3,gpt-4o")
+    monkeypatch.setitem(ENV, "INFERENCE_UP_ALIASES", "fast=gpt-4o")
+    narrow = await create_key(keys_file, "narrow", "--models", "gemma*,fast")
+    wide = await create_key(keys_file, "wide")
+    app = build()
+    async with app.router.lifespan_context(app):
+        everything = {m.id for m in (await sdk(app, wide).models.list()).data}
+        assert {"gemma-3-270m", "llama-3", "gpt-4o"} <= everything
+        client = sdk(app, narrow)
+        listed = {m.id for m in (await client.models.list()).data}
+        assert listed == {"gemma-3-270m", "gpt-4o"}  # gpt-4o through its alias "fast"
+        assert (await client.models.retrieve("gemma-3-270m")).id == "gemma-3-270m"
+        assert (await client.models.retrieve("fast")).id == "gpt-4o"
+        for hidden in ("llama-3", "llama-4", "up/llama-3"):
+            with pytest.raises(openai.NotFoundError) as info:
+                await client.models.retrieve(hidden)
+            assert "llama-3" not in info.value.message.replace(hidden, "")  # no suggestions
+        assert (await sdk(app, wide).models.retrieve("llama-3")).id == "llama-3"
+        with pytest.raises(openai.AuthenticationError):
+            await sdk(app, "sk-inf-wrong").models.list()
+
+
 async def test_rpm_429_with_retry_after_naming_the_limit(build, keys_file, upstream):
     secret = await create_key(keys_file, "slow", "--rpm", "2")
     app = build()

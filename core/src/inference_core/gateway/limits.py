@@ -99,6 +99,16 @@ class Access:
         record = self.ring.lookup(token)
         return record is not None and not record.expired(self._clock())
 
+    def record_of(
+        self, authorization: bytes | None, x_api_key: bytes | None = None
+    ) -> KeyRecord | None:
+        """The key record of a request that passed :meth:`check` (``ANONYMOUS`` when the
+        gateway is open), or ``None``: what the model list is filtered by."""
+        if not self.enabled:
+            return ANONYMOUS
+        token = token_of(authorization, x_api_key)
+        return None if token is None else self.ring.lookup(token)
+
     async def identify(
         self,
         authorization: bytes | None,

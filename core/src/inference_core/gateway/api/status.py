@@ -6,6 +6,7 @@ key; ``/v1/health/inference`` and ``/metrics`` need one when protected by the se
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import orjson
 
@@ -14,7 +15,7 @@ from ...models import ModelInfo, WireModel
 from ...routing.sync import seed_health
 from ..logs import LOGGER
 from ..metrics import CONTENT_TYPE_LATEST
-from ..pipeline import Gateway, Handler, Receive, Route, Scope, Send, json_default
+from ..pipeline import Gateway, Handler, Receive, Route, Scope, Send, alt_key, json_default
 from ..security import public_health
 
 __all__ = ["routes"]
@@ -22,11 +23,36 @@ __all__ = ["routes"]
 log = logging.getLogger(LOGGER)
 
 
+def _key_of(gw: Gateway, scope: Scope) -> Any:
+    """The caller's key record (``None``: no usable key; the route's own check answers 401)."""
+    auth = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+    return gw.teams.access.record_of(auth, alt_key(scope, auth))
+
+
+def _usable(record: Any, item: Any) -> bool:
+    """True when a key limited to some models (``--models`` globs) may ask for ``item`` by one
+    of the names it answers to: its id, an alias, or ``backend/id``."""
+    if record is None or not record.models:
+        return record is not None
+    get = item.get if isinstance(item, dict) else lambda name: getattr(item, name, None)
+    model_id = get("id")
+    names = [model_id, *(get("aliases") or ())]
+    backend = get("backend")
+    if backend:
+        names.append(f"{backend}/{model_id}")
+    return any(record.allows(name) for name in names if name)
+
+
 def _models(gw: Gateway) -> Handler:
     async def models(scope: Scope, receive: Receive, send: Send) -> None:
+        """``GET /v1/models``: every model of every usable backend that the key may use."""
+
         async def produce() -> tuple[int, bytes]:
+            record = _key_of(gw, scope)
             items: list[ModelInfo] = await gw.router.list_models()
             data = [m.to_dict() if isinstance(m, WireModel) else dict(m) for m in items]
+            if record is None or record.models:
+                data = [item for item in data if _usable(record, item)]
             return 200, orjson.dumps({"object": "list", "data": data})
 
         await gw.simple(scope, send, "models", produce)
@@ -36,11 +62,24 @@ def _models(gw: Gateway) -> Handler:
 
 def _model_detail(gw: Gateway) -> Handler:
     async def model_detail(scope: Scope, receive: Receive, send: Send) -> None:
-        """``GET /v1/models/{id}``: one model (an id, alias, ``backend/model``), its backends."""
+        """``GET /v1/models/{id}``: one model (an id, alias, ``backend/model``), its backends.
+
+        For a key limited to some models, a model it may not use is a 404 like one that is not
+        there, and neither suggests close names: such a key learns nothing of the others."""
         model_id = scope["path"][len("/v1/models/") :]
 
         async def produce() -> tuple[int, bytes]:
+            record = _key_of(gw, scope)
             found = await gw.router.find_model(model_id) if model_id else []
+            if (record is None or record.models) and not (
+                found
+                and record is not None
+                and (record.allows(model_id) or any(_usable(record, m) for m in found))
+            ):
+                raise ModelNotFound(
+                    f"The model {model_id[:120]!r} does not exist or this key may not use it",
+                    model=model_id,
+                )
             if not found:
                 catalog = getattr(gw.router, "catalog", None)
                 if catalog is not None:
