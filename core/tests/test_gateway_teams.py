@@ -235,6 +235,23 @@ async def test_model_list_shows_a_narrow_key_only_the_models_it_may_use(
             await sdk(app, "sk-inf-wrong").models.list()
 
 
+async def test_a_narrow_keys_404_suggests_only_models_it_may_use(build, keys_file, monkeypatch):
+    """A name the key's globs match but nobody serves is the usual 404 with close names, but
+    only names the key may use: a wide key is told of ``llama-2``, a ``llama-3*`` key is not."""
+    monkeypatch.setitem(ENV, "INFERENCE_UP_MODELS", "llama-3,llama-2,gemma-3-270m")
+    narrow = await create_key(keys_file, "narrow", "--models", "llama-3*")
+    wide = await create_key(keys_file, "wide")
+    app = build()
+    async with app.router.lifespan_context(app):
+        with pytest.raises(openai.NotFoundError) as told:
+            await sdk(app, wide).chat.completions.create(model="llama-3-x", messages=MSG)
+        with pytest.raises(openai.NotFoundError) as kept:
+            await sdk(app, narrow).chat.completions.create(model="llama-3-x", messages=MSG)
+    assert "did you mean: llama-3, llama-2, llama-3:latest, llama-2:latest?" in told.value.message
+    assert "did you mean: llama-3, llama-3:latest? (GET /v1/models" in kept.value.message
+    assert kept.value.body["code"] == "model_not_found"
+
+
 async def test_rpm_429_with_retry_after_naming_the_limit(build, keys_file, upstream):
     secret = await create_key(keys_file, "slow", "--rpm", "2")
     app = build()

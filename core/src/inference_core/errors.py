@@ -17,6 +17,7 @@ credentials in them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -168,9 +169,31 @@ class ModelNotFound(BadRequest):
     kind = "model_not_found"
     status = 404
 
-    def __init__(self, message: str, *, backend: str | None = None, model: str | None = None):
-        super().__init__(message, backend=backend, param="model", code="model_not_found")
+    def __init__(
+        self,
+        message: str,
+        *,
+        backend: str | None = None,
+        model: str | None = None,
+        suggestions: tuple[str, ...] = (),
+        tail: str = "",
+    ):
+        hint = f"; did you mean: {', '.join(suggestions)}?" if suggestions else ""
+        super().__init__(message + hint + tail, backend=backend, param="model",
+                         code="model_not_found")  # fmt: skip
         self.model = model
+        self.suggestions = suggestions  # close names, shown after ``message``, before ``tail``
+        self._parts = (message, tail)
+
+    def only(self, allowed: Callable[[str], bool]) -> ModelNotFound:
+        """The same error suggesting only the close names ``allowed`` accepts (the gateway
+        keeps a key limited to some models from learning the names of the others)."""
+        kept = tuple(name for name in self.suggestions if allowed(name))
+        if kept == self.suggestions:
+            return self
+        message, tail = self._parts
+        return ModelNotFound(message, backend=self.backend, model=self.model, suggestions=kept,
+                             tail=tail)  # fmt: skip
 
 
 class ContextLengthExceeded(BadRequest):

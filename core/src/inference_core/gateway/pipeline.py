@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
-from ..errors import InferenceError
+from ..errors import InferenceError, ModelNotFound
 from ..models import WireModel
 from ..protocols._common import ProtocolError
 from ..telemetry import from_env as telemetry_from_env
@@ -509,6 +509,7 @@ class Gateway:
         endpoint = ep.name
         trace: Any = None
         request: Any = None
+        record: Any = None
         waited = 0.0
         status = 500
         error: str | None = None
@@ -572,6 +573,8 @@ class Gateway:
             return
         except Exception as exc:
             self.log_error(exc, rid, scope["path"])
+            if isinstance(exc, ModelNotFound) and getattr(record, "models", None):
+                exc = exc.only(record.allows)  # no names of models the key may not use
             status, body, extra = ep.render_error(exc, self.public)
             error = getattr(exc, "message", None) or type(exc).__name__
             overhead = perf_counter() - t0 - waited

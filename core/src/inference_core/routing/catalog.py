@@ -211,12 +211,12 @@ class ModelCatalog:
         """The 404 for a name nobody (or ``backend``) serves, naming up to five close names."""
         shown = name if len(name) <= 120 else name[:117] + "..."
         where = f"on backend {backend.name!r}" if backend is not None else "on any backend"
-        close = self.close_names(name)
-        hint = f"; did you mean: {', '.join(close)}?" if close else ""
         return ModelNotFound(
-            f"The model {shown!r} does not exist {where}{hint} (GET /v1/models lists them)",
+            f"The model {shown!r} does not exist {where}",
             model=name,
             backend=backend.name if backend is not None else None,
+            suggestions=tuple(self.close_names(name)),
+            tail=" (GET /v1/models lists them)",
         )
 
     # ------------------------------------------------------------------------- listing
