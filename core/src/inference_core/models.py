@@ -74,11 +74,7 @@ class WireModel(WirePart):
     def from_raw(cls, raw: bytes) -> Any:
         """Parse and validate ``raw`` JSON, remembering the bytes for a verbatim relay."""
         obj = cls.model_validate_json(raw)
-        private = obj.__pydantic_private__
-        if private is None:
-            _set_private(obj, {"_raw": raw})
-        else:  # a subclass with private attributes of its own
-            private["_raw"] = raw
+        obj.set_raw(raw)
         return obj
 
     @property
@@ -92,7 +88,7 @@ class WireModel(WirePart):
         private = self.__pydantic_private__
         if private is None:
             _set_private(self, {"_raw": raw})
-        else:
+        else:  # a subclass with private attributes of its own
             private["_raw"] = raw
 
     def drop_raw(self) -> None:
