@@ -10,9 +10,11 @@ stops it in order).  It dies with its parent in every case:
 
 * ``stop()`` (the ``shutdown`` hook): SIGTERM, then SIGKILL after a grace period;
 * an ``atexit`` handler stops every child still running when the interpreter exits;
-* on Linux, ``PR_SET_PDEATHSIG``: the kernel sends SIGTERM to the child when the thread that
+* on Linux, ``PR_SET_PDEATHSIG``: the kernel sends SIGKILL to the child when the thread that
   spawned it dies, even if the gateway is SIGKILLed.  Children are spawned from one long-lived
-  spawner thread, so that "the thread" is as long-lived as the process.
+  spawner thread, so that "the thread" is as long-lived as the process.  SIGKILL, not SIGTERM:
+  nobody is left to wait for a graceful exit, and a llama-server busy starting up once outlived
+  a SIGTERM in the test suite (a CI run of ``test_no_orphan_when_the_gateway_is_sigkilled``).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _pdeathsig_preexec() -> object | None:
-    """A ``preexec_fn`` that asks Linux to SIGTERM the child when its parent thread dies."""
+    """A ``preexec_fn`` that asks Linux to SIGKILL the child when its parent thread dies."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -67,7 +69,7 @@ def _pdeathsig_preexec() -> object | None:
     pr_set_pdeathsig = 1
 
     def preexec() -> None:  # runs in the child between fork and exec: keep it minimal
-        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+        prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
 
