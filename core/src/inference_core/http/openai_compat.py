@@ -33,7 +33,7 @@ from ..models import (
 )
 from .errors import error_for_event, error_for_exception, error_for_response
 from .streams import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, iter_sse_data
-from .transport import FastHTTPTransport, StaleConnection
+from .transport import FastHTTPTransport, StaleConnection, request_bytes, request_head
 
 __all__ = [
     "auth_headers",
@@ -123,13 +123,7 @@ async def send(
     transport = pick(target) if pick is not None else None
     if transport.__class__ is FastHTTPTransport:
         head, merged = _head(http, method, url, target, hdrs, backend)
-        payload = head
-        if content is not None or method in ("POST", "PUT", "PATCH"):
-            payload += b"content-length: %d\r\n\r\n" % len(content or b"")
-            if content:
-                payload += content
-        else:
-            payload += b"\r\n"
+        payload = request_bytes(head, method, content)
 
         def exchange() -> Awaitable[httpx.Response]:
             return transport.exchange(
@@ -218,15 +212,7 @@ def _head(
                 "(a line break, NUL or non-ASCII character)",
                 backend=backend,
             )
-    lines = [f"{method} {target.raw_path.decode('ascii')} HTTP/1.1"]
-    if "host" not in merged:
-        lines.append(f"host: {target.netloc.decode('ascii')}")
-    lines += (
-        f"{name}: {value}"
-        for name, value in merged.items()
-        if name not in ("content-length", "transfer-encoding")
-    )
-    head = ("\r\n".join(lines) + "\r\n").encode("ascii")
+    head = request_head(method, target, ((n.encode(), str(v).encode()) for n, v in merged.items()))
     if len(_HEADS) > 1024:
         _HEADS.clear()
     _HEADS[key] = (http, head, merged)

@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 import httptools
 import httpx
@@ -180,6 +180,35 @@ class _Connection(asyncio.Protocol):
             self.paused = False
             self.transport.resume_reading()
         return data
+
+
+_WITH_BODY = ("POST", "PUT", "PATCH")
+
+
+def request_head(method: str, url: httpx.URL, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """The request line and header lines of ``method url`` (each line ends in CRLF; no blank
+    line yet): ``host`` from the URL unless ``headers`` has one; ``content-length`` and
+    ``transfer-encoding`` left out (:func:`request_bytes` adds the body's length)."""
+    lines = [method.encode(), b" ", url.raw_path, b" HTTP/1.1\r\n"]
+    has_host = False
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"host":
+            has_host = True
+        elif lname == b"content-length" or lname == b"transfer-encoding":
+            continue
+        lines += (name, b": ", value, b"\r\n")
+    if not has_host:
+        lines += (b"host: ", url.netloc, b"\r\n")
+    return b"".join(lines)
+
+
+def request_bytes(head: bytes, method: str, body: bytes | None) -> bytes:
+    """The whole request: ``head`` (from :func:`request_head`), ``content-length`` when there
+    is a body or the method carries one, the blank line, the body."""
+    if body or method in _WITH_BODY:
+        return head + b"content-length: %d\r\n\r\n" % len(body or b"") + (body or b"")
+    return head + b"\r\n"
 
 
 class Response(httpx.Response):
@@ -401,24 +430,9 @@ class FastHTTPTransport(httpx.AsyncBaseTransport):
             body = request.content
         except httpx.RequestNotRead:
             body = await request.aread()
-        head = [request.method.encode(), b" ", url.raw_path, b" HTTP/1.1\r\n"]
-        has_host = False
-        has_length = False
-        for name, value in request.headers.raw:
-            lname = name.lower()
-            if lname == b"host":
-                has_host = True
-            elif lname == b"content-length":
-                has_length = True
-            elif lname == b"transfer-encoding":
-                continue
-            head += (name, b": ", value, b"\r\n")
-        if not has_host:
-            head += (b"host: ", url.netloc, b"\r\n")
-        if not has_length and (body or request.method in ("POST", "PUT", "PATCH")):
-            head += (b"content-length: ", str(len(body)).encode(), b"\r\n")
-        head.append(b"\r\n")
-        response = await self.exchange(url, b"".join(head) + body, request.extensions)
+        head = request_head(request.method, url, request.headers.raw)
+        payload = request_bytes(head, request.method, body)
+        response = await self.exchange(url, payload, request.extensions)
         response.request = request
         return response
 

@@ -25,7 +25,7 @@ log = logging.getLogger(LOGGER)
 
 def _key_of(gw: Gateway, scope: Scope) -> Any:
     """The caller's key record (``None``: no usable key; the route's own check answers 401)."""
-    auth = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+    auth = gw.headers_of(scope)[0]
     return gw.teams.access.record_of(auth, alt_key(scope, auth))
 
 
