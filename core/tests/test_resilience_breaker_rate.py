@@ -43,14 +43,7 @@ def thirty_percent(n: int) -> list[bool]:
 def test_thirty_percent_failures_open_the_breaker() -> None:
     policy = RouterPolicy()  # the defaults: rate 0.25 over 30 s, 20 requests at least
     clock = Clock()
-    breaker = CircuitBreaker(
-        policy.breaker_threshold,
-        policy.breaker_window,
-        policy.breaker_cooldown,
-        failure_rate=policy.breaker_failure_rate,
-        min_requests=policy.breaker_min_requests,
-        clock=clock,
-    )
+    breaker = CircuitBreaker.from_policy(policy, clock)
     opened_at = drive(breaker, clock, thirty_percent(200))
     # at the first failure once the window holds enough requests (the 20th was a success)
     assert opened_at == 21

@@ -134,14 +134,7 @@ class ReplicaSet:
         replicas: list[Replica] = []
         for url in urls or ("",):
             cfg = config.for_replica(url) if len(urls) > 1 else config
-            breaker = CircuitBreaker(
-                policy.breaker_threshold,
-                policy.breaker_window,
-                policy.breaker_cooldown,
-                failure_rate=policy.breaker_failure_rate,
-                min_requests=policy.breaker_min_requests,
-                clock=clock,
-            )
+            breaker = CircuitBreaker.from_policy(policy, clock)
             replica = Replica(url, cfg, breaker, RateLimit(clock))
             replica.admission = admission_for(config)
             if on_breaker_change is not None:

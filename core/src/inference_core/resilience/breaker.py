@@ -22,7 +22,10 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .policy import RouterPolicy
 
 __all__ = ["BreakerState", "CircuitBreaker"]
 
@@ -78,6 +81,20 @@ class CircuitBreaker:
         #: called with the cool-down when this breaker opens (shared state, see
         #: ``inference_core.state.shared``); None when nothing is shared
         self.shared: Callable[[float], None] | None = None
+
+    @classmethod
+    def from_policy(
+        cls, policy: RouterPolicy, clock: Callable[[], float] = time.monotonic
+    ) -> CircuitBreaker:
+        """A breaker with the router policy's settings (threshold, window, cooldown, rate)."""
+        return cls(
+            policy.breaker_threshold,
+            policy.breaker_window,
+            policy.breaker_cooldown,
+            failure_rate=policy.breaker_failure_rate,
+            min_requests=policy.breaker_min_requests,
+            clock=clock,
+        )
 
     # ------------------------------------------------------------------------------ state
 
